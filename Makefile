@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs:
+# uv (from PyPI, into .tools/ if it is not on PATH), then the locked environment in .venv/.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench chaos clean
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --all-extras
+	touch $@
+
+demo: .venv/.synced
+	$(UV) run --locked spoolq demo
+
+test: .venv/.synced
+	$(UV) run --locked ruff check spoolq tests bench
+	$(UV) run --locked ruff format --check spoolq tests bench
+	$(UV) run --locked mypy
+	$(UV) run --locked pytest $(PYTEST_ARGS)
+
+bench: .venv/.synced
+	$(UV) run --locked python -m bench
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,15 @@
+"""spoolq: turn a directory into a durable job queue."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from spoolq.api import submit
+from spoolq.errors import SpoolqError
+
+try:
+    __version__ = version("spoolq")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = ["SpoolqError", "__version__", "submit"]

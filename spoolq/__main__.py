@@ -1,0 +1,3 @@
+from spoolq.cli import main
+
+main()

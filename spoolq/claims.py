@@ -1,0 +1,226 @@
+"""The claim protocol: how a trigger file becomes a job and where its file goes after.
+
+A trigger is claimed by renaming it into ``<state>/claimed/`` under a name that carries the
+new job id. The rename is the single atomic step that decides ownership: of several daemons
+(or duplicate events) only one rename succeeds. Only then is the file opened, checked and
+parsed, so the file that is judged is the file that was claimed. The job row is written
+after the rename; a crash in between leaves a claimed file with no row, which
+``Claimer.reconcile`` turns back into a job at the next start (never into two jobs: the id
+is in the file name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ulid import ULID
+
+from spoolq.config import Config, SpoolConfig
+from spoolq.errors import ConfigError, TriggerRejected
+from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
+from spoolq.triggers import parse_trigger
+from spoolq.trust import TrustPolicy, read_trigger
+
+SUBDIRS = ("claimed", "done", "failed", "cancelled", "rejected", "logs")
+_MAX_BASE = 180  # keeps "<26-char id>.<8-char tag>.<base>" under NAME_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class StateDir:
+    root: Path
+
+    def ensure(self) -> None:
+        for sub in SUBDIRS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
+
+    @property
+    def claimed(self) -> Path:
+        return self.root / "claimed"
+
+    def log_path(self, job_id: str) -> str:
+        return str(self.root / "logs" / f"{job_id}.log")
+
+
+def new_job_id() -> str:
+    return str(ULID())
+
+
+def origin_tag(directory: str) -> str:
+    return hashlib.sha1(
+        directory.encode("utf-8", "surrogateescape"), usedforsecurity=False
+    ).hexdigest()[:8]
+
+
+def claim_name(job_id: str, directory: str, base: str) -> str:
+    short = base.encode("utf-8", "surrogateescape")[:_MAX_BASE].decode("utf-8", "ignore")
+    return f"{job_id}.{origin_tag(directory)}.{short}"
+
+
+def split_claim_name(name: str) -> tuple[str, str, str] | None:
+    parts = name.split(".", 2)
+    if len(parts) != 3 or len(parts[0]) != 26 or len(parts[1]) != 8:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    spool: SpoolConfig
+    directory: str
+
+
+class Claimer:
+    """Turns trigger files into NewJob records and moves finished triggers to their place."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateDir,
+        policy: TrustPolicy,
+        clock: Callable[[], float],
+        warn: Callable[..., None],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.policy = policy
+        self.clock = clock
+        self.warn = warn
+        self._claimed_fd = os.open(state.claimed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._origins: dict[str, Origin] = {}
+        for spool in config.spool:
+            self.remember_dir(spool, str(spool.path))
+
+    def close(self) -> None:
+        os.close(self._claimed_fd)
+
+    def remember_dir(self, spool: SpoolConfig, directory: str) -> None:
+        self._origins[origin_tag(directory)] = Origin(spool, directory)
+
+    # -- claiming ----------------------------------------------------------------------------
+    def claim(self, spool: SpoolConfig, path: str) -> NewJob | None:
+        """Claim the file at ``path``; None if it is gone (taken by someone else, deleted)."""
+        directory, base = os.path.split(path)
+        job_id = new_job_id()
+        name = claim_name(job_id, directory, base)
+        try:
+            os.rename(path, os.path.join(self.state.claimed, name))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise ConfigError(
+                    f"state_dir {self.state.root} is on another filesystem than {directory}; "
+                    "claiming needs rename(2): put state_dir on the same filesystem"
+                ) from exc
+            raise
+        return self._record(job_id, name, Origin(spool, directory), base)
+
+    def _record(self, job_id: str, name: str, origin: Origin, base: str) -> NewJob:
+        trigger = os.path.join(origin.directory, base)
+        reason: str | None = None
+        spec = None
+        try:
+            tf = read_trigger(self._claimed_fd, name, self.policy)
+            spec = parse_trigger(tf.text, self.config, spool_dir=Path(origin.directory))
+        except TriggerRejected as exc:
+            reason = exc.reason
+        except FileNotFoundError:
+            reason = "vanished from claimed/ while being read"
+        except OSError as exc:
+            reason = f"cannot read: {exc.strerror or exc}"
+        d = self.config.defaults
+        lane = (spec.lane if spec and spec.lane else None) or origin.spool.lane
+        return NewJob(
+            id=job_id,
+            lane=lane,
+            trigger=trigger,
+            claimed_path=os.path.join(self.state.claimed, name),
+            log=self.state.log_path(job_id),
+            spec=spec,
+            priority=spec.priority if spec else 0,
+            timeout=spec.timeout if spec and spec.timeout is not None else d.timeout,
+            retries=spec.retries if spec and spec.retries is not None else d.retries,
+            retry_backoff=d.retry_backoff,
+            kill_grace=d.kill_grace,
+            on_success=d.on_success,
+            created_at=self.clock(),
+            reason=reason,
+        )
+
+    # -- after the store has spoken ----------------------------------------------------------
+    def place_rejected(self, job: Job) -> None:
+        """Move a rejected trigger to rejected/ with a .reason file beside it."""
+        target = self.state.root / "rejected" / Path(job.claimed_path).name
+        reason_file = target.with_name(target.name + ".reason")
+        text = f"{job.reason}\ntrigger: {job.trigger}\njob: {job.id}\n"
+        try:
+            reason_file.write_text(text, encoding="utf-8")
+            os.rename(job.claimed_path, target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.warn("file_move_failed", job=job.id, path=job.claimed_path, error=str(exc))
+
+    def archive(self, job: Job) -> None:
+        """Move a finished job's trigger out of claimed/ (or delete it: on_success=delete)."""
+        if job.state is JobState.REJECTED:
+            self.place_rejected(job)
+            return
+        src = job.claimed_path
+        try:
+            if job.state is JobState.SUCCEEDED and job.on_success == "delete":
+                os.unlink(src)
+            else:
+                os.rename(src, str(job.file_path))
+        except FileNotFoundError:
+            pass  # already moved (a retry from failed/, a repeated reconcile)
+        except OSError as exc:
+            self.warn("file_move_failed", job=job.id, path=src, error=str(exc))
+
+    def unarchive(self, job: Job) -> None:
+        """A finished job was queued again (retry): bring its trigger back to claimed/."""
+        name = Path(job.claimed_path).name
+        for sub in ARCHIVE_DIR.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.state.root / sub / name, job.claimed_path)
+                return
+
+    # -- crash repair ------------------------------------------------------------------------
+    def orphans(
+        self, known: Callable[[list[str]], dict[str, JobState]], min_age: float
+    ) -> tuple[list[NewJob], list[str]]:
+        """Claimed files without a job row (crash between rename and commit) become jobs
+        again; ids of claimed files whose job already finished are returned for archiving.
+        ``min_age`` skips claims younger than that many seconds (another live daemon on the
+        same state directory may be about to commit them)."""
+        entries: dict[str, tuple[str, str, str]] = {}
+        for name in os.listdir(self.state.claimed):
+            parts = split_claim_name(name)
+            if parts is None:
+                self.warn("stray_file", path=str(self.state.claimed / name))
+                continue
+            entries[parts[0]] = (name, parts[1], parts[2])
+        states = known(list(entries))
+        revived: list[NewJob] = []
+        finished: list[str] = []
+        now_ms = int(self.clock() * 1000)
+        for job_id, (name, tag, base) in entries.items():
+            state = states.get(job_id)
+            if state is None:
+                if now_ms - ULID.from_str(job_id).milliseconds < min_age * 1000:
+                    continue
+                origin = self._origins.get(tag)
+                if origin is None:
+                    first = self.config.spool[0]
+                    origin = Origin(first, str(first.path))
+                    self.warn("orphan_origin_unknown", job=job_id, assumed=origin.directory)
+                revived.append(self._record(job_id, name, origin, base))
+            elif state.finished:
+                finished.append(job_id)
+        return revived, finished

@@ -1,0 +1,522 @@
+"""The ``spoolq`` command. Every command is a function of argv; ``main`` maps errors to
+exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from spoolq import __version__
+from spoolq.api import build_trigger, publish
+from spoolq.claims import Claimer, StateDir
+from spoolq.config import Config, load_config, parse_duration
+from spoolq.errors import ConfigError, JobNotFound, SpoolqError, TriggerRejected, UsageError
+from spoolq.events import EventLog
+from spoolq.jobs import ARCHIVE_DIR, Job, JobState, iso
+from spoolq.store import Store, open_store
+from spoolq.triggers import parse_trigger
+from spoolq.trust import TrustPolicy, read_trigger
+
+# Piped output keeps whole lines (ids, paths) instead of wrapping at 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+@dataclass
+class Settings:
+    config_path: Path | None
+    state_dir: Path | None
+
+    def load(self, **extra: Any) -> Config:
+        return load_config(self.config_path, **extra)
+
+    def state(self, config: Config) -> StateDir:
+        """--state-dir/$SPOOLQ_STATE_DIR, else the config's state_dir (or its first spool's
+        .spoolq/), else ./.spoolq: the same rule for the daemon and every other command."""
+        if self.state_dir is not None:
+            return StateDir(self.state_dir.resolve())
+        if config.state_dir is not None:
+            return StateDir(config.state_dir.resolve())
+        if config.spool:
+            return StateDir(config.spool[0].path.resolve() / ".spoolq")
+        return StateDir(Path(".spoolq").resolve())
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[tuple[Config, StateDir, Store]]:
+        config = self.load()
+        state = self.state(config)
+        if config.store in ("sqlite", "") and not (state.root / "spoolq.db").exists():
+            raise SpoolqError(
+                f"no spoolq store at {state.root} (start the daemon first, or pass the "
+                "daemon's --state-dir / -c CONFIG)"
+            )
+        store = open_store(config.store, state.root)
+        try:
+            yield config, state, store
+        finally:
+            store.close()
+
+
+def _default_config() -> Path | None:
+    env = os.environ.get("SPOOLQ_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("spoolq.toml")
+    return local if local.exists() else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="SPOOLQ_CONFIG",
+    show_envvar=True,
+    help="Config file (default: ./spoolq.toml if present).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SPOOLQ_STATE_DIR",
+    show_envvar=True,
+    help="State directory (default: the config's state_dir, else <first spool>/.spoolq).",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="spoolq")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None) -> None:
+    """spoolq: turn a directory into a durable job queue."""
+    if config_path is None:
+        config_path = _default_config()
+    ctx.obj = Settings(config_path, state_dir)
+
+
+def _lane_pairs(values: tuple[str, ...]) -> dict[str, int]:
+    pairs = {}
+    for v in values:
+        lane, sep, n = v.partition("=")
+        if not sep or not n.isdigit() or int(n) < 1:
+            raise UsageError(f"--lane-concurrency {v!r}: use LANE=N with N >= 1")
+        pairs[lane] = int(n)
+    return pairs
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--lane-concurrency", "lane_conc", multiple=True, metavar="LANE=N", help="Override a lane."
+)
+@click.option("--http", "http", metavar="ADDR", envvar="SPOOLQ_HTTP", show_envvar=True,
+              help="Serve status, JSON and /metrics on ADDR (host:port).")  # fmt: skip
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    envvar="SPOOLQ_LOG_FORMAT",
+    show_envvar=True,
+    default=None,
+    help="Event log format on stderr (default: the config's, else human).",
+)
+@click.pass_obj
+def run(
+    s: Settings, dirs: tuple[Path, ...], lane_conc: tuple[str, ...], http: str | None,
+    log_format: str | None,
+) -> None:  # fmt: skip
+    """Run the daemon in the foreground: watch DIRS (and the config's spools)."""
+    from spoolq.daemon import Daemon
+
+    overrides: dict[str, Any] = {}
+    if http:
+        overrides["http"] = {"listen": http}
+    if log_format:
+        overrides["log_format"] = log_format
+    config = s.load(
+        extra_spools=list(dirs), lane_concurrency=_lane_pairs(lane_conc), overrides=overrides
+    )
+    if not config.spool:
+        raise UsageError("no spool directory: spoolq run DIR, or [[spool]] path in the config")
+    state = s.state(config)
+    log = EventLog(config.log_format)
+    store = open_store(config.store, state.root)
+    try:
+        Daemon(config, state, store, log).run()
+    finally:
+        store.close()
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("argv", nargs=-1)
+@click.option("-d", "--dir", "spool_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Spool directory (default: the config's first spool).")  # fmt: skip
+@click.option("--shell", "shell", metavar="CMD", help="Run CMD with /bin/sh -c.")
+@click.option("--job", metavar="NAME", help="Use the job template NAME.")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="Template parameter.")
+@click.option("--lane", help="Lane (default: the spool's lane).")
+@click.option("--id", "idem", metavar="ID", help="Idempotency key.")
+@click.option("--priority", type=int, default=0, help="Higher runs first.")
+@click.option("--timeout", metavar="DURATION", help="e.g. 90s, 2h.")
+@click.option("--retries", type=click.IntRange(0, 1000), help="Extra attempts after a failure.")
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable.")
+@click.option("--name", help="Trigger file name (default: a new ULID).")
+@click.pass_obj
+def submit(
+    s: Settings, argv: tuple[str, ...], spool_dir: Path | None, shell: str | None,
+    job: str | None, params: tuple[str, ...], lane: str | None, idem: str | None,
+    priority: int, timeout: str | None, retries: int | None, envs: tuple[str, ...],
+    name: str | None,
+) -> None:  # fmt: skip
+    """Publish a trigger atomically and print its path.
+
+    \b
+    spoolq submit -- python -m etl.load sales.csv
+    spoolq submit --shell "make load TABLE=sales"
+    spoolq submit --job load --param table=sales --param path=/data/staging/sales.csv
+    """
+    config = s.load()
+    if spool_dir is None:
+        if not config.spool:
+            raise UsageError("no spool directory: pass -d DIR (or configure [[spool]])")
+        spool_dir = config.spool[0].path
+    doc = build_trigger(
+        argv=list(argv) or None,
+        command=shell,
+        job=job,
+        params=_kv(params, "--param"),
+        lane=lane,
+        id=idem,
+        priority=priority,
+        timeout=timeout,
+        retries=retries,
+        env=_kv(envs, "--env"),
+    )
+    if not job or job in config.jobs:
+        # The daemon's own parser: catch mistakes before anything is published.
+        try:
+            parse_trigger(json.dumps(doc), config, spool_dir=spool_dir)
+        except TriggerRejected as exc:
+            raise UsageError(f"the daemon would reject this trigger: {exc.reason}") from None
+    click.echo(publish(spool_dir, doc, name))
+
+
+def _kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: use KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
+    rows = []
+    for d in store.daemons():
+        alive = d.heartbeat_at >= now - config.stale_after
+        rows.append({**d.to_dict(), "alive": alive})
+    return rows
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(s: Settings, as_json: bool) -> None:
+    """Lanes (concurrency, running, queued, paused), totals per state, live daemons."""
+    with s.store() as (config, _state, store):
+        now = time.time()
+        lanes = [lane.to_dict(now) for lane in store.lane_status()]
+        states = store.state_counts()
+        daemons = _daemon_rows(store, now, config)
+    if as_json:
+        _print_json({"lanes": lanes, "states": states, "daemons": daemons})
+        return
+    table = Table(title="lanes", title_justify="left")
+    for col in ("lane", "concurrency", "running", "queued", "paused", "oldest waiting"):
+        table.add_column(col, justify="left" if col == "lane" else "right")
+    for lane in lanes:
+        wait = lane["oldest_waiting_s"]
+        table.add_row(
+            lane["name"], str(lane["concurrency"]), str(lane["running"]), str(lane["queued"]),
+            "yes" if lane["paused"] else "", _age(wait) if wait is not None else "",
+        )  # fmt: skip
+    out.print(table)
+    out.print("  ".join(f"{k} {v}" for k, v in states.items()))
+    if not daemons:
+        out.print("daemon: none running on this store")
+    for d in daemons:
+        mark = "alive" if d["alive"] else "stale"
+        out.print(
+            f"daemon {d['id']} pid {d['pid']} on {d['host']} since {d['started_at']} ({mark})"
+        )
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@cli.command()
+@click.option("--state", "state_filter", type=click.Choice([s.value for s in JobState]))
+@click.option("--lane")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def jobs(
+    s: Settings, state_filter: str | None, lane: str | None, limit: int, as_json: bool
+) -> None:
+    """List jobs, newest first."""
+    with s.store() as (_c, _s, store):
+        found = store.list_jobs(
+            state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
+        )
+    if as_json:
+        _print_json([j.to_dict() for j in found])
+        return
+    table = Table()
+    for col in ("id", "state", "lane", "att", "exit", "created", "trigger", "reason"):
+        table.add_column(col, overflow="fold")
+    for j in found:
+        table.add_row(
+            j.id, _state_style(j.state), j.lane, str(j.attempts),
+            "" if j.exit_code is None else str(j.exit_code), iso(j.created_at) or "",
+            os.path.basename(j.trigger), j.reason or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _state_style(state: JobState) -> str:
+    colour = {
+        JobState.SUCCEEDED: "green",
+        JobState.FAILED: "red",
+        JobState.RUNNING: "cyan",
+        JobState.REJECTED: "magenta",
+        JobState.CANCELLED: "yellow",
+    }.get(state)
+    return f"[{colour}]{state.value}[/]" if colour else state.value
+
+
+@cli.command()
+@click.argument("job_ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def show(s: Settings, job_ref: str, as_json: bool) -> None:
+    """One job with every attempt (exit code, reason, duration, CPU, peak RSS)."""
+    with s.store() as (_c, _s, store):
+        job = store.get(job_ref)
+        attempts = store.attempts(job.id)
+    data = {**job.to_dict(), "attempt_history": [a.to_dict() for a in attempts]}
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("id", "state", "lane", "priority", "trigger", "file", "log", "attempts",
+                "retries", "exit_code", "reason", "created_at", "started_at", "finished_at",
+                "idempotency_key", "timeout", "owner", "pid"):  # fmt: skip
+        if data.get(key) is not None:
+            out.print(f"{key:>16}: {data[key]}")
+    for step in data["steps"] or []:
+        out.print(f"{'step':>16}: {' '.join(step)}")
+    if attempts:
+        table = Table(title="attempts", title_justify="left")
+        for col in ("#", "started", "wall s", "cpu s", "peak rss", "exit", "reason"):
+            table.add_column(col)
+        for a in attempts:
+            table.add_row(
+                str(a.n), iso(a.started_at) or "",
+                "" if a.wall_s is None else f"{a.wall_s:.3f}",
+                "" if a.cpu_s is None else f"{a.cpu_s:.3f}",
+                "" if a.max_rss_kb is None else f"{a.max_rss_kb / 1024:.1f} MiB",
+                "" if a.exit_code is None else str(a.exit_code), a.reason or "",
+            )  # fmt: skip
+        out.print(table)
+
+
+@cli.command()
+@click.argument("job_ref")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.pass_obj
+def logs(s: Settings, job_ref: str, follow: bool) -> None:
+    """Print a job's log (stdout and stderr of every attempt)."""
+    with s.store() as (_c, _s, store):
+        job = store.get(job_ref)
+        path = Path(job.log)
+        pos = 0
+        sink = sys.stdout.buffer
+        while True:
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(pos)
+                    while chunk := fh.read(1 << 16):
+                        sink.write(chunk)
+                        pos += len(chunk)
+                    sink.flush()
+            except FileNotFoundError:
+                if not follow:
+                    raise SpoolqError(f"no log yet for job {job.id} ({path})") from None
+            if not follow:
+                return
+            job = store.get(job.id)
+            if job.state.finished:
+                follow = False  # one more read picks up the tail, then stop
+                continue
+            time.sleep(0.2)
+
+
+def _move_file(state: StateDir, job: Job) -> None:
+    """After a control change, put the trigger where the job's new state says."""
+    name = Path(job.claimed_path).name
+    target = job.file_path
+    for sub in ("claimed", *ARCHIVE_DIR.values()):
+        src = state.root / sub / name
+        if src != target and src.exists():
+            with contextlib.suppress(OSError):
+                os.rename(src, target)
+            return
+
+
+@cli.command()
+@click.argument("job_refs", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
+@click.pass_obj
+def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
+    """Queue finished jobs again, with a fresh set of retries."""
+    if not job_refs and not all_failed:
+        raise UsageError("name a JOB or use --failed")
+    with s.store() as (_c, state, store):
+        ids = [store.get(r).id for r in job_refs]
+        if all_failed:
+            ids += store.failed_ids()
+        for job_id in ids:
+            job = store.retry(job_id, time.time())
+            _move_file(state, job)
+            click.echo(f"{job.id} queued again")
+        store.notify()
+
+
+@cli.command()
+@click.argument("job_refs", nargs=-1, required=True)
+@click.pass_obj
+def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
+    """Cancel jobs: a queued job never runs; a running one is terminated."""
+    with s.store() as (_c, state, store):
+        for ref in job_refs:
+            job = store.cancel(store.get(ref).id, time.time())
+            if job.state is JobState.CANCELLED:
+                _move_file(state, job)
+                click.echo(f"{job.id} cancelled")
+            else:
+                click.echo(f"{job.id} is running: its daemon is terminating it")
+        store.notify()
+
+
+@cli.command()
+@click.argument("lane")
+@click.pass_obj
+def pause(s: Settings, lane: str) -> None:
+    """Stop starting jobs in LANE (new triggers are still queued)."""
+    with s.store() as (_c, _s, store):
+        store.set_paused(lane, True)
+        store.notify()
+    click.echo(f"lane {lane} paused")
+
+
+@cli.command()
+@click.argument("lane")
+@click.pass_obj
+def resume(s: Settings, lane: str) -> None:
+    """Start jobs in LANE again."""
+    with s.store() as (_c, _s, store):
+        store.set_paused(lane, False)
+        store.notify()
+    click.echo(f"lane {lane} resumed")
+
+
+@cli.command()
+@click.argument("triggers", nargs=-1, type=click.Path(path_type=Path, dir_okay=True))
+@click.pass_obj
+def check(s: Settings, triggers: tuple[Path, ...]) -> None:
+    """Validate the config and each TRIGGER exactly as the daemon would."""
+    config = s.load()
+    policy = TrustPolicy.from_names(
+        config.security.trusted_owners, config.security.max_trigger_bytes
+    )
+    where = s.config_path or "(no config file: defaults)"
+    click.echo(f"config {where}: ok")
+    bad = 0
+    for path in triggers:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            tf = read_trigger(fd, path.name, policy)
+            spec = parse_trigger(tf.text, config, spool_dir=path.parent.resolve())
+        except TriggerRejected as exc:
+            bad += 1
+            click.echo(f"{path}: rejected: {exc.reason}")
+            continue
+        except FileNotFoundError:
+            bad += 1
+            click.echo(f"{path}: no such file")
+            continue
+        finally:
+            os.close(fd)
+        lane = spec.lane or (config.spool[0].lane if config.spool else "default")
+        click.echo(f"{path}: ok ({len(spec.steps)} step(s), lane {lane})")
+    if bad:
+        raise SystemExit(2)
+
+
+@cli.command()
+@click.option("--older-than", "older", required=True, metavar="DURATION", help="e.g. 14d.")
+@click.pass_obj
+def prune(s: Settings, older: str) -> None:
+    """Delete finished job records, their logs and archived triggers."""
+    try:
+        age = parse_duration(older)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    with s.store() as (_c, _state, store):
+        removed = store.prune(time.time() - age)
+        for job in removed:
+            for path in (job.file_path, Path(job.log), Path(f"{job.file_path}.reason")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+    click.echo(f"pruned {len(removed)} job(s)")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        cli.main(args=argv, prog_name="spoolq", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(2) from None
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    except (ConfigError, UsageError) as exc:
+        click.echo(f"spoolq: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except JobNotFound as exc:
+        click.echo(f"spoolq: {exc}", err=True)
+        raise SystemExit(1) from None
+    except SpoolqError as exc:
+        click.echo(f"spoolq: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(0)
+
+
+__all__ = ["Claimer", "cli", "main"]

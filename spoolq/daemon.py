@@ -1,0 +1,563 @@
+"""``spoolq run``: one event loop that claims triggers, dispatches jobs and reaps them.
+
+Everything that touches the store happens on the loop's thread. Watcher threads only hand
+paths over (``offer``) and wake the loop through a pipe; children are waited for through
+pidfds in the same poll(); control commands from other processes arrive as a byte on the
+store's listener. With nothing to do the loop sleeps in poll() until the next timer
+(heartbeat, rescan), so an idle daemon costs no CPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fnmatch
+import os
+import random
+import select
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from spoolq.claims import Claimer, StateDir, new_job_id
+from spoolq.config import Config, SpoolConfig
+from spoolq.errors import ConfigError, StoreUnavailable
+from spoolq.events import EventLog
+from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
+from spoolq.runner import RunningJob, kill_orphan_group, pid_start_time, process_alive
+from spoolq.store.base import Store
+from spoolq.trust import TrustPolicy, check_directory
+from spoolq.watcher import InotifyWatcher, Watcher, make_watchers, scan_spool
+
+BACKOFF_CAP = 3600.0
+STORE_RETRY_MAX = 30.0
+INGEST_BATCH = 512
+
+
+def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff: base, 2*base, 4*base, ... capped at an hour, +-20% jitter."""
+    delay = min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
+    return float(min(BACKOFF_CAP, delay * (0.8 + 0.4 * rng())))
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        state: StateDir,
+        store: Store,
+        log: EventLog,
+        *,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.store = store
+        self.log = log
+        self.clock = clock
+        self.mono = mono
+        self.host = socket.gethostname()
+        self.id = f"{new_job_id()}@{self.host}"
+        self.policy = TrustPolicy.from_names(
+            config.security.trusted_owners, config.security.max_trigger_bytes
+        )
+        self._intake: collections.deque[tuple[SpoolConfig, str, bool]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_pending = False
+        self._poll = select.poll()
+        self._running: dict[str, RunningJob] = {}
+        self._by_fd: dict[int, RunningJob] = {}
+        self._dirty: set[str] = set()
+        self._settling: dict[str, tuple[SpoolConfig, tuple[int, int], float]] = {}
+        self._unsaved: list[NewJob] = []  # claimed, not yet recorded (store down)
+        self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
+        self._store_retry_at = 0.0
+        self._store_backoff = 0.5
+        self._signals = 0
+        self._stopping = False
+        self._overflowed = False
+        self._rescan_dirs: collections.deque[tuple[SpoolConfig, str]] = collections.deque()
+        self._next_rescan: dict[int, float] = {}
+        self._next_heartbeat = 0.0
+        self._due_at: float | None = None
+        self._peers = False
+        self._known_lanes: set[str] = set()
+        self._watchers: list[Watcher] = []
+        self._writing: set[str] = set()
+        self._shutdown_deadline: float | None = None
+        self._env_base = self._passthrough_env()
+
+    # -- start-up --------------------------------------------------------------------------
+    def run(self) -> int:
+        self._check_dirs()
+        self.state.ensure()
+        self._claimer = Claimer(self.config, self.state, self.policy, self.clock, self.log.warn)
+        listener = self.store.listen(self.id)
+        self._listener_fd = listener.fileno()
+        old_handlers = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        try:
+            self._start(listener)
+            self._loop(listener)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            for w in self._watchers:
+                w.stop()
+            for rj in self._running.values():
+                rj.abandon()
+            with contextlib.suppress(Exception):
+                self.store.unregister_daemon(self.id)
+            listener.close()
+            self._claimer.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self.log.emit("stopped", daemon=self.id)
+        return 0
+
+    def _check_dirs(self) -> None:
+        if not self.config.spool:
+            raise ConfigError("no spool directory: pass one (spoolq run DIR) or add [[spool]]")
+        allow = self.config.security.allow_insecure_dirs
+        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        check_directory(str(self.state.root), "state directory", self.policy, allow)
+        state_dev = os.stat(self.state.root).st_dev
+        for spool in self.config.spool:
+            try:
+                st = os.stat(spool.path)
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"spool directory {spool.path} does not exist (create it or fix [[spool]] path)"
+                ) from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise ConfigError(f"spool {spool.path} is not a directory")
+            check_directory(str(spool.path), "spool directory", self.policy, allow)
+            if st.st_dev != state_dev:
+                raise ConfigError(
+                    f"state_dir {self.state.root} and spool {spool.path} are on different "
+                    "filesystems; claiming needs rename(2): put state_dir beside the spool"
+                )
+
+    def _start(self, listener: object) -> None:
+        now = self.clock()
+        lanes = {name: lane.concurrency for name, lane in self.config.lanes.items()}
+        for spool in self.config.spool:
+            lanes.setdefault(spool.lane, 1)
+        lanes.setdefault("default", 1)
+        for tmpl in self.config.jobs.values():
+            if tmpl.lane:
+                lanes.setdefault(tmpl.lane, 1)
+        self.store.set_lanes(lanes)
+        self._known_lanes = set(lanes)
+        self.store.register_daemon(
+            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
+        )
+        others_alive = self._rescue(now)
+        revived, finished = self._claimer.orphans(
+            self.store.known_ids, min_age=10.0 if others_alive else 0.0
+        )
+        if revived:
+            self.log.warn("orphans_recovered", count=len(revived))
+            self._record(revived)
+        self._archive_finished(finished)
+        self._watchers = make_watchers(
+            list(self.config.spool),
+            self.state.root,
+            self.offer,
+            self._on_overflow,
+            self._on_new_dir,
+        )
+        for w in self._watchers:
+            w.start()
+            if isinstance(w, InotifyWatcher):
+                self._writing = w.writing
+        mono = self.mono()
+        for i, spool in enumerate(self.config.spool):
+            self._scan(spool)
+            self._next_rescan[i] = mono + spool.rescan_interval
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._poll.register(self._listener_fd, select.POLLIN)
+        self._dirty.update(self.store.lanes_with_work(now))
+        self._due_at = self.store.next_due(now)
+        self._next_heartbeat = mono + self.config.heartbeat_interval
+        self.log.emit(
+            "ready",
+            daemon=self.id,
+            pid=os.getpid(),
+            spools=",".join(str(s.path) for s in self.config.spool),
+            state_dir=str(self.state.root),
+            store=self.store.name,
+            pending=len(self._intake),
+        )
+
+    def _rescue(self, now: float) -> bool:
+        """Re-queue jobs whose daemon is gone; return whether another live daemon exists."""
+        live = {self.id}
+        for d in self.store.daemons():
+            if d.id == self.id:
+                continue
+            if d.host == self.host:
+                alive = process_alive(d.pid, d.pid_start)
+            else:
+                alive = d.heartbeat_at >= now - self.config.stale_after
+            if alive:
+                live.add(d.id)
+            else:
+                self.store.unregister_daemon(d.id)
+                self.log.warn("daemon_gone", daemon=d.id, host=d.host, pid=d.pid)
+        self._peers = len(live) > 1
+        stale = [j for j in self.store.running_jobs() if j.owner not in live]
+        for job in stale:
+            owner_host = (job.owner or "").rpartition("@")[2]
+            same_host = job.pid and owner_host == self.host
+            if same_host and kill_orphan_group(
+                job.pid or 0, job.pid_start or "", job.kill_grace, time.sleep
+            ):
+                self.log.warn("orphan_killed", job=job.id, pid=job.pid)
+        for job in self.store.requeue_interrupted([j.id for j in stale], now):
+            self.log.warn("interrupted", job=job.id, lane=job.lane, attempt=job.attempts)
+            self._dirty.add(job.lane)
+        return self._peers
+
+    # -- intake (any thread) ---------------------------------------------------------------
+    def offer(self, spool: SpoolConfig, path: str, complete: bool) -> None:
+        self._intake.append((spool, path, complete))
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"\0")
+
+    def _on_overflow(self) -> None:
+        self._overflowed = True
+        self._wake()
+
+    def _on_new_dir(self, spool: SpoolConfig, directory: str) -> None:
+        self._rescan_dirs.append((spool, directory))
+        self._wake()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loop(self, listener: object) -> None:
+        drain = getattr(listener, "drain")  # noqa: B009 - Listener protocol
+        while True:
+            timeout = self._timeout()
+            for fd, _ in self._poll.poll(None if timeout is None else max(0, timeout * 1000)):
+                if fd == self._wake_r:
+                    self._wake_pending = False
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                elif fd == self._listener_fd:
+                    drain()
+                    self._control()
+                else:
+                    rj = self._by_fd.get(fd)
+                    if rj is not None:
+                        self._poll.unregister(fd)
+                        del self._by_fd[fd]
+                        rj.on_exit()
+                        self._after_step(rj)
+            self._handle_signals()
+            self._tick_jobs()
+            self._guarded(self._record_ended)
+            self._guarded(self._timers)
+            if not self._stopping:
+                self._guarded(self._take_intake)
+            self._guarded(self._dispatch)
+            if self._stopping and not self._running and not self._unrecorded:
+                return
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run a step that uses the store; on a transient store fault, back off and log."""
+        if self.mono() < self._store_retry_at:
+            return
+        try:
+            step()
+        except StoreUnavailable as exc:
+            self.log.error("store_unavailable", error=str(exc), retry_in=self._store_backoff)
+            self._store_retry_at = self.mono() + self._store_backoff
+            self._store_backoff = min(STORE_RETRY_MAX, self._store_backoff * 2)
+        else:
+            if self._store_backoff > 0.5:
+                self.log.emit("store_recovered")
+                self._overflowed = True  # rescan: triggers seen while down were dropped
+            self._store_backoff = 0.5
+
+    def _timeout(self) -> float | None:
+        mono = self.mono()
+        marks = [self._next_heartbeat, *self._next_rescan.values()]
+        for rj in self._running.values():
+            d = rj.deadline()
+            if d is not None:
+                marks.append(d)
+        if self._settling:
+            marks.append(min(due for _, _, due in self._settling.values()))
+        if self._due_at is not None:
+            marks.append(mono + (self._due_at - self.clock()))
+        if self._store_retry_at > mono:
+            marks.append(self._store_retry_at)
+        if self._shutdown_deadline is not None:
+            marks.append(self._shutdown_deadline)
+        if self._intake or self._rescan_dirs or self._overflowed or self._unsaved:
+            return 0
+        return max(0.0, min(marks) - mono)
+
+    def _handle_signals(self) -> None:
+        if self._signals == 0:
+            return
+        if self._signals >= 1 and not self._stopping:
+            self._stopping = True
+            for w in self._watchers:
+                w.stop()
+            self._watchers = []
+            grace = self.config.shutdown_grace
+            self._shutdown_deadline = None if grace is None else self.mono() + grace
+            self.log.emit("stopping", running=len(self._running), grace=grace)
+        if self._signals >= 2 or (
+            self._shutdown_deadline is not None and self.mono() >= self._shutdown_deadline
+        ):
+            self._shutdown_deadline = None
+            for rj in self._running.values():
+                rj.terminate("shutdown")
+        if self._signals >= 3:
+            raise SystemExit(1)  # jobs are re-queued by the next start
+
+    def _tick_jobs(self) -> None:
+        """Timeouts and kill escalation: no store needed, so never skipped."""
+        mono = self.mono()
+        if self._shutdown_deadline is not None and mono >= self._shutdown_deadline:
+            self._signals = max(self._signals, 2)
+            self._handle_signals()
+        for rj in list(self._running.values()):
+            d = rj.deadline()
+            if d is not None and mono >= d:
+                rj.tick()
+                self._after_step(rj)
+
+    def _record_ended(self) -> None:
+        while self._unrecorded:
+            self._complete(self._unrecorded[0])
+            self._unrecorded.pop(0)
+
+    def _timers(self) -> None:
+        mono = self.mono()
+        if self._unsaved:
+            self._record([])
+        if mono >= self._next_heartbeat:
+            self._next_heartbeat = mono + self.config.heartbeat_interval
+            now = self.clock()
+            self.store.heartbeat(self.id, now)
+            self._rescue(now)
+            self._control()
+            self._due_at = self.store.next_due(now)
+        if self._due_at is not None and self.clock() >= self._due_at:
+            now = self.clock()
+            self._dirty.update(self.store.lanes_with_work(now))
+            self._due_at = self.store.next_due(now)
+        if self._stopping:
+            return
+        if self._overflowed:
+            self._overflowed = False
+            self.log.warn("rescan", why="event queue overflow or store recovery")
+            for i, spool in enumerate(self.config.spool):
+                self._scan(spool)
+                self._next_rescan[i] = mono + spool.rescan_interval
+        for i, spool in enumerate(self.config.spool):
+            if mono >= self._next_rescan[i]:
+                self._scan(spool)
+                self._next_rescan[i] = mono + spool.rescan_interval
+        while self._rescan_dirs:
+            spool, directory = self._rescan_dirs.popleft()
+            self._scan(spool, directory)
+        for path, (spool, _, due) in list(self._settling.items()):
+            if mono >= due:
+                del self._settling[path]
+                self._intake.append((spool, path, False))
+
+    def _scan(self, spool: SpoolConfig, top: str | None = None) -> None:
+        target = spool if top is None else spool.model_copy(update={"path": Path(top)})
+        for path, _entry in scan_spool(target, self.state.root):
+            self._intake.append((spool, path, False))
+            if spool.recursive:
+                self._claimer.remember_dir(spool, os.path.dirname(path))
+
+    # -- claiming ----------------------------------------------------------------------------
+    def _take_intake(self) -> None:
+        while self._intake and not self._stopping:
+            batch: list[NewJob] = []
+            seen: set[str] = set()
+            while self._intake and len(batch) < INGEST_BATCH:
+                spool, path, complete = self._intake.popleft()
+                if path in seen:
+                    continue
+                seen.add(path)
+                if not complete and not self._settled(spool, path):
+                    continue
+                self._settling.pop(path, None)
+                job = self._claimer.claim(spool, path)
+                if job is not None:
+                    batch.append(job)
+            self._record(batch)
+            self._dispatch()
+
+    def _settled(self, spool: SpoolConfig, path: str) -> bool:
+        """Whether a file only seen by a scan or a poll is complete: size and mtime
+        unchanged for ``settle`` seconds (or last modified longer ago than that)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self._settling.pop(path, None)
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return True  # nothing to wait for; the trust check will reject it
+        if path in self._writing:
+            return False  # inotify will report IN_CLOSE_WRITE
+        key = (st.st_size, st.st_mtime_ns)
+        if self.clock() - st.st_mtime >= spool.settle:
+            return True
+        mono = self.mono()
+        prev = self._settling.get(path)
+        if prev is not None and prev[1] == key and mono >= prev[2]:
+            return True
+        if prev is None or prev[1] != key:
+            self._settling[path] = (spool, key, mono + spool.settle)
+        return False
+
+    def _record(self, batch: list[NewJob]) -> None:
+        todo = self._unsaved + batch
+        if not todo:
+            return
+        self._unsaved = todo  # kept until the store has them
+        stored = self.store.enqueue(todo, dedup_window=self.config.dedup_window, now=self.clock())
+        self._unsaved = []
+        for job in stored:
+            if job.state is JobState.REJECTED:
+                self._claimer.place_rejected(job)
+                self.log.warn("rejected", job=job.id, trigger=job.trigger, reason=job.reason)
+                continue
+            if job.lane not in self._known_lanes:
+                self._known_lanes.add(job.lane)
+                self.log.warn("unknown_lane", lane=job.lane, concurrency=1, job=job.id)
+            self._dirty.add(job.lane)
+            self.log.emit("queued", job=job.id, lane=job.lane, trigger=job.trigger)
+
+    def _archive_finished(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._claimer.archive(self.store.get(job_id))
+
+    # -- running -----------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if self._stopping or not self._dirty:
+            return
+        lanes, self._dirty = self._dirty, set()
+        for lane in sorted(lanes):
+            while True:
+                job = self.store.claim_next(lane, self.id, self.clock())
+                if job is None:
+                    break
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        assert job.spec is not None
+        env = {
+            **self._env_base,
+            **job.spec.env,
+            "SPOOLQ_JOB_ID": job.id,
+            "SPOOLQ_LANE": job.lane,
+            "SPOOLQ_ATTEMPT": str(job.attempts),
+            "SPOOLQ_TRIGGER": job.claimed_path,
+        }
+        cwd = job.spec.cwd or os.path.dirname(job.trigger)
+        rj = RunningJob(job, env, cwd, clock=self.mono)
+        self._running[job.id] = rj
+        rj.start()
+        self.log.emit("started", job=job.id, lane=job.lane, attempt=job.attempts, pid=rj.pid)
+        self._after_step(rj, started=True)
+
+    def _after_step(self, rj: RunningJob, started: bool = False) -> None:
+        if rj.result is not None:
+            # Recorded by _record_ended, which retries while the store is unavailable.
+            self._running.pop(rj.job.id, None)
+            self._unrecorded.append(rj)
+            return
+        if rj.pidfd is not None and rj.pidfd not in self._by_fd:
+            self._by_fd[rj.pidfd] = rj
+            self._poll.register(rj.pidfd, select.POLLIN)
+            assert rj.pid is not None
+            self._guarded(
+                lambda: self.store.mark_started(rj.job.id, rj.pid or 0, pid_start_time(rj.pid or 0))
+            )
+
+    def _complete(self, rj: RunningJob) -> None:
+        result = rj.result
+        assert result is not None
+        job = rj.job
+        now = self.clock()
+        if result.ok:
+            new = self.store.finish(job, result, JobState.SUCCEEDED, now)
+        elif rj.stop_reason == "cancelled":
+            new = self.store.finish(job, result, JobState.CANCELLED, now)
+        elif rj.stop_reason == "shutdown":
+            requeued = self.store.requeue_interrupted([job.id], now)
+            new = requeued[0] if requeued else self.store.get(job.id)
+        elif job.failures < job.retries:
+            delay = retry_delay(job.failures + 1, job.retry_backoff)
+            new = self.store.schedule_retry(job, result, now + delay, now)
+            self._due_at = min(self._due_at or new.not_before, new.not_before)
+        else:
+            new = self.store.finish(job, result, JobState.FAILED, now)
+        self._dirty.add(job.lane)
+        fields: dict[str, Any] = {
+            "job": job.id,
+            "lane": job.lane,
+            "attempt": job.attempts,
+            "exit_code": result.exit_code,
+            "reason": result.reason,
+            "wall_s": round(result.wall_s, 3),
+            "cpu_s": round(result.cpu_s, 3),
+            "maxrss_kb": result.max_rss_kb,
+        }
+        if new.state is JobState.QUEUED:
+            self.log.warn("retry_scheduled", **fields, not_before=new.not_before)
+        elif new.state is JobState.SUCCEEDED:
+            self.log.emit("succeeded", **fields)
+        else:
+            self.log.warn(new.state.value, **fields)
+        if new.state.finished:
+            self._claimer.archive(new)
+        if self._peers:
+            self.store.notify(exclude=self.id)
+
+    def _control(self) -> None:
+        """Something changed in the store (another process): cancel requests, paused or
+        resumed lanes, retried jobs."""
+        for job in self.store.cancel_requests(self.id):
+            rj = self._running.get(job.id)
+            if rj is not None:
+                self.log.emit("cancelling", job=job.id, lane=job.lane)
+                rj.terminate("cancelled")
+        now = self.clock()
+        self._dirty.update(self.store.lanes_with_work(now))
+        self._due_at = self.store.next_due(now)
+
+    def _passthrough_env(self) -> dict[str, str]:
+        allowed = self.config.security.env_passthrough
+        if allowed == "*":
+            return dict(os.environ)
+        return {
+            k: v for k, v in os.environ.items() if any(fnmatch.fnmatchcase(k, p) for p in allowed)
+        }

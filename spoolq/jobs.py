@@ -1,0 +1,235 @@
+"""The job's own vocabulary: states, the parsed trigger, the stored record."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED})
+
+# Where the trigger file of a finished job lives, relative to the state directory.
+ARCHIVE_DIR = {
+    JobState.SUCCEEDED: "done",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+    JobState.REJECTED: "rejected",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a trigger asks for, after parsing and validation (templates already expanded).
+
+    ``steps`` are argv lists run in order; the job fails at the first non-zero exit.
+    Shell commands are already wrapped as ``/bin/sh -c CMD``.
+    """
+
+    steps: tuple[tuple[str, ...], ...]
+    lane: str | None = None
+    idem_key: str | None = None
+    priority: int = 0
+    timeout: float | None = None
+    retries: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    template: str | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["steps"] = [list(s) for s in self.steps]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        data["steps"] = tuple(tuple(s) for s in data["steps"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be enqueued: the claimed trigger and its resolved settings."""
+
+    id: str
+    lane: str
+    trigger: str  # absolute path the trigger was published under
+    claimed_path: str  # where the trigger file now lives
+    log: str
+    spec: JobSpec | None  # None when the trigger was rejected before it parsed
+    priority: int
+    timeout: float | None
+    retries: int
+    retry_backoff: float
+    kill_grace: float
+    on_success: str
+    created_at: float
+    reason: str | None = None  # set for a job that is recorded as rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    seq: int
+    state: JobState
+    lane: str
+    priority: int
+    trigger: str
+    claimed_path: str
+    log: str
+    spec: JobSpec | None  # None for a trigger rejected before it parsed
+    idem_key: str | None
+    attempts: int
+    failures: int
+    retries: int
+    retry_backoff: float
+    timeout: float | None
+    kill_grace: float
+    on_success: str
+    exit_code: int | None
+    reason: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    not_before: float
+    owner: str | None
+    pid: int | None
+    cancel_requested: bool
+    pid_start: str | None = None
+
+    @property
+    def file_path(self) -> Path:
+        """Where the trigger file is now (claimed/ while live, an archive dir when finished)."""
+        claimed = Path(self.claimed_path)
+        sub = ARCHIVE_DIR.get(self.state)
+        return claimed.parent.parent / sub / claimed.name if sub else claimed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "lane": self.lane,
+            "priority": self.priority,
+            "trigger": self.trigger,
+            "file": str(self.file_path),
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "not_before": iso(self.not_before) if self.state is JobState.QUEUED else None,
+            "log": self.log,
+            "idempotency_key": self.idem_key,
+            "timeout": self.timeout,
+            "owner": self.owner,
+            "pid": self.pid,
+            "steps": [list(s) for s in self.spec.steps] if self.spec else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    job_id: str
+    n: int
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    reason: str | None
+    wall_s: float | None
+    cpu_s: float | None
+    max_rss_kb: int | None
+    owner: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "max_rss_kb": self.max_rss_kb,
+            "owner": self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """How one run of a job ended, with what the kernel says it cost."""
+
+    exit_code: int | None  # negative: killed by that signal
+    reason: str | None  # None on success; "exit 3", "timeout", "cancelled", "interrupted", ...
+    wall_s: float
+    cpu_s: float
+    max_rss_kb: int
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    pid_start: str = ""  # the kernel's start time of pid, to tell a reused pid apart
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": iso(self.started_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStatus:
+    name: str
+    concurrency: int
+    running: int
+    queued: int
+    paused: bool
+    oldest_queued_at: float | None
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "queued": self.queued,
+            "paused": self.paused,
+            "oldest_waiting_s": (
+                round(now - self.oldest_queued_at, 3) if self.oldest_queued_at else None
+            ),
+        }
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,264 @@
+"""Running one job: its own process group, output straight to its log file, resource use
+from the kernel, and termination by escalation (SIGTERM to the group, grace, SIGKILL).
+
+The daemon's event loop owns the waiting: each running step exposes a pidfd to poll, and
+``deadline()`` tells when the loop must come back to escalate a timeout or cancel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from spoolq.jobs import AttemptResult, Job, iso
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Usage:
+    cpu_s: float = 0.0
+    max_rss_kb: int = 0
+
+
+@dataclass
+class RunningJob:
+    """One attempt of a job: its steps run one after the other in the same log."""
+
+    job: Job
+    env: Mapping[str, str]
+    cwd: str
+    clock: Clock = time.monotonic
+    started: float = field(init=False)
+    step: int = field(init=False, default=0)
+    proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    pidfd: int | None = field(init=False, default=None)
+    stop_reason: str | None = field(init=False, default=None)  # timeout | cancelled | ...
+    kill_at: float | None = field(init=False, default=None)  # when SIGKILL follows SIGTERM
+    result: AttemptResult | None = field(init=False, default=None)
+    _usage: _Usage = field(init=False, default_factory=_Usage)
+    _log_fd: int = field(init=False, default=-1)
+    _pgid: int = field(init=False, default=0)
+    _exit_code: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    @property
+    def steps(self) -> tuple[tuple[str, ...], ...]:
+        assert self.job.spec is not None
+        return self.job.spec.steps
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    # -- starting ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the log and start the first step. On failure to start, ``result`` is set."""
+        os.makedirs(os.path.dirname(self.job.log), exist_ok=True)
+        self._log_fd = os.open(
+            self.job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
+        )
+        self._spawn()
+
+    def _note(self, text: str) -> None:
+        stamp = iso(time.time())
+        with contextlib.suppress(OSError):
+            os.write(self._log_fd, f"--- spoolq {stamp} {text}\n".encode())
+
+    def _spawn(self) -> None:
+        argv = self.steps[self.step]
+        self._note(
+            f"job={self.job.id} attempt={self.job.attempts} step={self.step + 1}/"
+            f"{len(self.steps)} cwd={self.cwd}: {shlex.join(argv)}"
+        )
+        try:
+            # start_new_session: the job and everything it forks share one process group
+            # that we can signal as a whole. No preexec_fn, so CPython can use vfork and
+            # does not copy the daemon's memory.
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fd,
+                stderr=self._log_fd,
+                cwd=self.cwd,
+                env=dict(self.env),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            why = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            if exc.filename and exc.filename != argv[0]:
+                why += f" ({exc.filename})"
+            self._note(why)
+            self._end(None, why)
+            return
+        self.pidfd = os.pidfd_open(self.proc.pid)
+
+    # -- waiting -----------------------------------------------------------------------------
+    def deadline(self) -> float | None:
+        """When the event loop must call ``tick`` even if nothing else happens."""
+        if self.kill_at is not None:
+            return self.kill_at if self.proc is not None else min(self.kill_at, self.clock() + 0.05)
+        if self.job.timeout is not None:
+            return self.started + self.job.timeout
+        return None
+
+    def tick(self) -> None:
+        """Escalate a timeout or a pending termination whose time has come."""
+        now = self.clock()
+        if self.result is not None:
+            return
+        if self.stop_reason is None and self.job.timeout is not None:
+            if now >= self.started + self.job.timeout:
+                self.terminate("timeout")
+            return
+        if self.kill_at is None:
+            return
+        if self.proc is None:
+            # Leader gone; wait for the rest of the group until the grace ends.
+            if not _group_alive(self._pgid) or now >= self.kill_at:
+                _killpg(self._pgid, signal.SIGKILL)
+                self._end(self._exit_code, self.stop_reason)
+        elif now >= self.kill_at:
+            self._note(f"still running {self.job.kill_grace:g}s after SIGTERM: SIGKILL")
+            _killpg(self.proc.pid, signal.SIGKILL)
+            self.kill_at = now + 3600  # wait for the reap; SIGKILL cannot be ignored
+
+    def terminate(self, reason: str) -> None:
+        """SIGTERM to the whole group now; SIGKILL after kill_grace."""
+        if self.result is not None or self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self._note(f"terminating ({reason}): SIGTERM to the process group")
+        if self.proc is not None:
+            _killpg(self.proc.pid, signal.SIGTERM)
+        self.kill_at = self.clock() + self.job.kill_grace
+
+    def on_exit(self) -> None:
+        """The current step's leader has exited (its pidfd is readable): reap it."""
+        assert self.proc is not None and self.pidfd is not None
+        pid, status, ru = os.wait4(self.proc.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = code  # we reaped it ourselves; keep Popen consistent
+        self._usage.cpu_s += ru.ru_utime + ru.ru_stime
+        self._usage.max_rss_kb = max(self._usage.max_rss_kb, ru.ru_maxrss)
+        os.close(self.pidfd)
+        self.pidfd = None
+        self._pgid = pid
+        self.proc = None
+        if self.stop_reason is not None:
+            self._exit_code = code
+            if _group_alive(pid) and self.kill_at is not None:
+                return  # tick() finishes once the group is gone or the grace ends
+            self._end(code, self.stop_reason)
+            return
+        if code != 0:
+            reason = f"exit {code}" if code > 0 else f"killed by {_signame(-code)}"
+            if len(self.steps) > 1:
+                reason += f" at step {self.step + 1}/{len(self.steps)}"
+            self._note(reason)
+            self._end(code, reason)
+            return
+        if self.step + 1 < len(self.steps):
+            self.step += 1
+            self._spawn()
+            return
+        self._end(0, None)
+
+    def _end(self, code: int | None, reason: str | None) -> None:
+        wall = self.clock() - self.started
+        self.result = AttemptResult(
+            exit_code=code,
+            reason=reason,
+            wall_s=wall,
+            cpu_s=self._usage.cpu_s,
+            max_rss_kb=self._usage.max_rss_kb,
+        )
+        self._note(
+            f"attempt {self.job.attempts} ended: {reason or 'ok'} "
+            f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {self._usage.max_rss_kb} KB)"
+        )
+        if self._log_fd >= 0:
+            os.close(self._log_fd)
+            self._log_fd = -1
+
+    def abandon(self) -> None:
+        """Release our fds without touching the processes (daemon exits, job re-queued)."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.proc is not None:
+            self.proc.returncode = -1  # not ours to wait for any more
+        if self._log_fd >= 0:
+            os.close(self._log_fd)
+            self._log_fd = -1
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def pid_start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), '' if unknown; with the
+    pid it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return ""
+    # The command name may contain spaces and parentheses; fields resume after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def process_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not start or pid_start_time(pid) == start
+
+
+def kill_orphan_group(pid: int, start: str, grace: float, sleep: Callable[[float], None]) -> bool:
+    """Terminate the process group of a job whose daemon died, if that job still runs here.
+
+    Returns True if something was killed. Used before re-queuing, so that a job never runs
+    twice at once in a lane.
+    """
+    if not process_alive(pid, start) and not _group_alive(pid):
+        return False
+    _killpg(pid, signal.SIGTERM)
+    waited = 0.0
+    while waited < grace and _group_alive(pid):
+        sleep(0.05)
+        waited += 0.05
+    _killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,153 @@
+"""The store interface: the job's own verbs, each one transaction.
+
+Lane limits, priorities and ``not_before`` are decided inside ``claim_next``'s transaction,
+so they hold for every process sharing the store. Nothing above this package writes SQL.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from spoolq.jobs import (
+    Attempt,
+    AttemptResult,
+    DaemonInfo,
+    Job,
+    JobState,
+    LaneStatus,
+    NewJob,
+)
+
+
+class Listener(Protocol):
+    """Something the daemon can poll() on to learn that another process changed the store."""
+
+    def fileno(self) -> int: ...
+    def drain(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Store(abc.ABC):
+    """A durable home for jobs. Implementations: SQLite (one host), PostgreSQL (many)."""
+
+    name: str
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- producers and the daemon's intake --------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(self, jobs: Sequence[NewJob], *, dedup_window: float, now: float) -> list[Job]:
+        """Record claimed triggers as jobs (one transaction for the batch).
+
+        A job with ``reason`` set is recorded as rejected. A job whose idempotency key
+        matches a queued, running, or recently succeeded job is recorded as rejected with a
+        ``duplicate of ...`` reason. Returns the stored jobs in input order.
+        """
+
+    @abc.abstractmethod
+    def known_ids(self, ids: Iterable[str]) -> dict[str, JobState]:
+        """States of those ids that exist (used to reconcile claimed/ after a crash)."""
+
+    # -- the daemon's dispatch --------------------------------------------------------------
+    @abc.abstractmethod
+    def set_lanes(self, concurrency: dict[str, int]) -> None:
+        """Declare lanes and their concurrency (the config of the latest daemon wins)."""
+
+    @abc.abstractmethod
+    def claim_next(self, lane: str, owner: str, now: float) -> Job | None:
+        """Move the best queued job of ``lane`` to running if the lane has a free slot and is
+        not paused; priority first, then FIFO; skips jobs whose ``not_before`` is later."""
+
+    @abc.abstractmethod
+    def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...
+
+    @abc.abstractmethod
+    def finish(self, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
+        """End the running attempt; ``state`` is succeeded, failed or cancelled."""
+
+    @abc.abstractmethod
+    def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
+        """End the running attempt as failed and queue the job again for ``not_before``."""
+
+    @abc.abstractmethod
+    def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
+        """Jobs whose daemon died mid-run: close the attempt as interrupted, queue again."""
+
+    @abc.abstractmethod
+    def running_jobs(self, owner: str | None = None) -> list[Job]: ...
+
+    @abc.abstractmethod
+    def cancel_requests(self, owner: str) -> list[Job]:
+        """Running jobs of ``owner`` that an operator asked to cancel."""
+
+    @abc.abstractmethod
+    def next_due(self, now: float) -> float | None:
+        """The earliest future ``not_before`` of a queued job (to sleep until then)."""
+
+    @abc.abstractmethod
+    def lanes_with_work(self, now: float) -> list[str]:
+        """Lanes that have a queued job due now."""
+
+    # -- daemons ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def register_daemon(self, info: DaemonInfo) -> None: ...
+
+    @abc.abstractmethod
+    def heartbeat(self, daemon_id: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def unregister_daemon(self, daemon_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def daemons(self) -> list[DaemonInfo]: ...
+
+    # -- operators ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, ref: str) -> Job:
+        """A job by id or unique id prefix; raises JobNotFound."""
+
+    @abc.abstractmethod
+    def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    @abc.abstractmethod
+    def list_jobs(
+        self, *, state: JobState | None = None, lane: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str, now: float) -> Job:
+        """Queued: cancelled at once. Running: flagged for its daemon to terminate.
+        Finished: raises SpoolqError."""
+
+    @abc.abstractmethod
+    def retry(self, job_id: str, now: float) -> Job:
+        """Queue a finished job again with a fresh set of retries; history is kept."""
+
+    @abc.abstractmethod
+    def failed_ids(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def set_paused(self, lane: str, paused: bool) -> None: ...
+
+    @abc.abstractmethod
+    def lane_status(self) -> list[LaneStatus]: ...
+
+    @abc.abstractmethod
+    def state_counts(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def prune(self, finished_before: float) -> list[Job]:
+        """Delete finished jobs (and their attempts) older than the cutoff; return them."""
+
+    # -- change notification between processes ------------------------------------------------
+    @abc.abstractmethod
+    def listen(self, daemon_id: str) -> Listener: ...
+
+    @abc.abstractmethod
+    def notify(self, exclude: str | None = None) -> None:
+        """Wake every daemon listening on this store but ``exclude`` (after a change)."""

@@ -1,0 +1,155 @@
+-- Named queries for the SQLite store. Parameters are always bound (:name).
+
+-- name: insert_job
+INSERT INTO jobs (id, state, lane, priority, trigger, claimed_path, log, spec, idem_key,
+                  retries, retry_backoff, timeout, kill_grace, on_success, reason,
+                  created_at, finished_at, not_before)
+VALUES (:id, :state, :lane, :priority, :trigger, :claimed_path, :log, :spec, :idem_key,
+        :retries, :retry_backoff, :timeout, :kill_grace, :on_success, :reason,
+        :created_at, :finished_at, 0)
+
+-- name: find_duplicate
+SELECT id FROM jobs
+WHERE idem_key = :key
+  AND (state IN ('queued', 'running') OR (state = 'succeeded' AND finished_at >= :since))
+LIMIT 1
+
+-- name: ensure_lane
+INSERT INTO lanes (name) VALUES (:name) ON CONFLICT (name) DO NOTHING
+
+-- name: set_lane_concurrency
+INSERT INTO lanes (name, concurrency) VALUES (:name, :concurrency)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency
+
+-- name: set_lane_paused
+INSERT INTO lanes (name, paused) VALUES (:name, :paused)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+
+-- name: lane_slots
+SELECT l.concurrency, l.paused,
+       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.lane = l.name) AS running
+FROM lanes l WHERE l.name = :lane
+
+-- name: next_queued
+SELECT seq FROM jobs
+WHERE state = 'queued' AND lane = :lane AND not_before <= :now
+ORDER BY priority DESC, seq
+LIMIT 1
+
+-- name: start_job
+UPDATE jobs
+SET state = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
+    pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = 0
+WHERE seq = :seq
+RETURNING *
+
+-- name: insert_attempt
+INSERT INTO attempts (job_id, n, started_at, owner) VALUES (:job_id, :n, :now, :owner)
+
+-- name: mark_started
+UPDATE jobs SET pid = :pid, pid_start = :pid_start WHERE id = :id AND state = 'running'
+
+-- name: close_attempt
+UPDATE attempts
+SET finished_at = :now, exit_code = :exit_code, reason = :reason, wall_s = :wall_s,
+    cpu_s = :cpu_s, max_rss_kb = :max_rss_kb
+WHERE job_id = :job_id AND n = :n
+
+-- name: finish_job
+UPDATE jobs
+SET state = :state, exit_code = :exit_code, reason = :reason, finished_at = :now,
+    failures = failures + :failed, owner = NULL, pid = NULL, pid_start = NULL,
+    cancel_requested = 0
+WHERE id = :id AND state = 'running'
+RETURNING *
+
+-- name: requeue_job
+UPDATE jobs
+SET state = 'queued', exit_code = :exit_code, reason = :reason, not_before = :not_before,
+    failures = failures + :failed, owner = NULL, pid = NULL, pid_start = NULL,
+    cancel_requested = 0
+WHERE id = :id AND state = 'running'
+RETURNING *
+
+-- name: running_jobs
+SELECT * FROM jobs WHERE state = 'running' ORDER BY seq
+
+-- name: running_jobs_of
+SELECT * FROM jobs WHERE state = 'running' AND owner = :owner ORDER BY seq
+
+-- name: cancel_requests
+SELECT * FROM jobs WHERE state = 'running' AND owner = :owner AND cancel_requested = 1
+
+-- name: next_due
+SELECT min(not_before) FROM jobs WHERE state = 'queued' AND not_before > :now
+
+-- name: lanes_with_work
+SELECT DISTINCT lane FROM jobs WHERE state = 'queued' AND not_before <= :now
+
+-- name: register_daemon
+INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at)
+VALUES (:id, :host, :pid, :pid_start, :started_at, :heartbeat_at)
+
+-- name: heartbeat
+UPDATE daemons SET heartbeat_at = :now WHERE id = :id
+
+-- name: unregister_daemon
+DELETE FROM daemons WHERE id = :id
+
+-- name: daemons
+SELECT * FROM daemons ORDER BY started_at
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id
+
+-- name: find_by_prefix
+SELECT * FROM jobs WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 2
+
+-- name: attempts
+SELECT * FROM attempts WHERE job_id = :job_id ORDER BY n
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (:state IS NULL OR state = :state) AND (:lane IS NULL OR lane = :lane)
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: cancel_queued
+UPDATE jobs
+SET state = 'cancelled', reason = 'cancelled by operator', finished_at = :now
+WHERE id = :id AND state = 'queued'
+RETURNING *
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running' RETURNING *
+
+-- name: retry_job
+UPDATE jobs
+SET state = 'queued', failures = 0, not_before = 0, finished_at = NULL, reason = NULL,
+    exit_code = NULL, cancel_requested = 0
+WHERE id = :id AND state IN ('failed', 'cancelled', 'succeeded') AND spec IS NOT NULL
+RETURNING *
+
+-- name: failed_ids
+SELECT id FROM jobs WHERE state = 'failed' ORDER BY seq
+
+-- name: lane_status
+SELECT l.name, l.concurrency, l.paused,
+       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.lane = l.name) AS running,
+       (SELECT count(*) FROM jobs j WHERE j.state = 'queued' AND j.lane = l.name) AS queued,
+       (SELECT min(created_at) FROM jobs j WHERE j.state = 'queued' AND j.lane = l.name)
+           AS oldest
+FROM lanes l ORDER BY l.name
+
+-- name: state_counts
+SELECT state, count(*) AS n FROM jobs GROUP BY state
+
+-- name: prunable
+SELECT * FROM jobs WHERE finished_at IS NOT NULL AND finished_at < :before
+  AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id
+
+-- name: delete_attempts
+DELETE FROM attempts WHERE job_id = :id

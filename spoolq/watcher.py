@@ -1,0 +1,233 @@
+"""Noticing triggers: kernel events as a fast hint, full scans as the guarantee.
+
+On Linux the native watcher reads inotify through watchdog's ``InotifyFD`` directly rather
+than through an Observer: the Observer's move-pairing queue holds every unmatched
+IN_MOVED_FROM (which each claim produces) for half a second in front of later events, and it
+hides the distinction between a file created (still being written) and a file moved in
+(complete), and it does not surface IN_Q_OVERFLOW. Here every event reaches the daemon at
+once, overflow triggers an immediate rescan, and a directly written file is taken at
+IN_CLOSE_WRITE. Polling (network filesystems) and other platforms use watchdog's observers,
+with the ``settle`` rule deciding when a file is complete.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
+
+from spoolq.config import SpoolConfig
+
+# offer(spool, path, complete): complete=True when the kernel told us the file is finished
+# (moved in, or closed after writing); False when only a scan or a poll saw it.
+Offer = Callable[[SpoolConfig, str, bool], None]
+
+
+def matches(spool: SpoolConfig, name: str) -> bool:
+    """Hidden names (``.x.part``) are never triggers: producers write there first."""
+    if name.startswith("."):
+        return False
+    return any(fnmatch.fnmatchcase(name, p) for p in spool.patterns)
+
+
+def scan_spool(spool: SpoolConfig, exclude: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every matching entry of the spool (and its subdirectories when recursive), never
+    descending into ``exclude`` (the state directory) or through symlinks."""
+    stack = [str(spool.path)]
+    excluded = str(exclude)
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            if entry.path == excluded:
+                continue
+            if spool.recursive and entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif matches(spool, entry.name):
+                yield entry.path, entry
+
+
+class Watcher:
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class InotifyWatcher(Watcher):
+    def __init__(
+        self,
+        spools: list[SpoolConfig],
+        exclude: Path,
+        offer: Offer,
+        overflow: Callable[[], None],
+        new_dir: Callable[[SpoolConfig, str], None],
+    ) -> None:
+        from watchdog.observers.inotify_c import InotifyConstants as C
+        from watchdog.observers.inotify_c import InotifyFD
+
+        self._C = C
+        self._fd = InotifyFD()
+        self._spools = spools
+        self._exclude = str(exclude)
+        self._offer = offer
+        self._overflow = overflow
+        self._new_dir = new_dir
+        self._lock = threading.Lock()
+        self._dirs: dict[int, tuple[SpoolConfig, str]] = {}
+        self.writing: set[str] = set()  # created or modified, not yet closed
+        self._mask = (
+            C.IN_MOVED_TO | C.IN_CLOSE_WRITE | C.IN_CREATE | C.IN_MODIFY | C.IN_DELETE
+            | C.IN_MOVED_FROM | C.IN_DELETE_SELF | C.IN_DONT_FOLLOW | C.IN_ONLYDIR
+        )  # fmt: skip
+
+    def start(self) -> None:
+        for spool in self._spools:
+            self._watch_tree(spool, str(spool.path), announce=False)
+        self._fd.start()
+
+    def stop(self) -> None:
+        self._fd.stop()
+        self._fd.join(timeout=5)
+
+    def _watch_tree(self, spool: SpoolConfig, top: str, *, announce: bool) -> None:
+        self._watch(spool, top)
+        if not spool.recursive:
+            return
+        for root, dirs, _ in os.walk(top):
+            dirs[:] = [d for d in dirs if os.path.join(root, d) != self._exclude]
+            for d in dirs:
+                path = os.path.join(root, d)
+                if not os.path.islink(path):
+                    self._watch(spool, path)
+        if announce:
+            # Files may have landed before the watch existed: have the daemon scan them.
+            self._new_dir(spool, top)
+
+    def _watch(self, spool: SpoolConfig, path: str) -> None:
+        from watchdog.observers.inotify_c import CallbackId, Mask  # Linux only
+
+        try:
+            wd = self._fd.add_callback(
+                os.fsencode(path), Mask(self._mask), self, CallbackId(id(self))
+            )
+        except OSError:
+            if path == str(spool.path):
+                raise
+            return
+        with self._lock:
+            self._dirs[wd] = (spool, path)
+
+    # -- watchdog's WatchCallback protocol (called on InotifyFD's thread) ------------------
+    def on_event(self, event: object) -> None:
+        C = self._C
+        wd, mask, name = event.wd, event.mask, os.fsdecode(event.name)  # type: ignore[attr-defined]
+        with self._lock:
+            entry = self._dirs.get(wd)
+        if entry is None or not name:
+            return
+        spool, directory = entry
+        path = os.path.join(directory, name)
+        if path == self._exclude:
+            return
+        if mask & C.IN_ISDIR:
+            if spool.recursive and mask & (C.IN_CREATE | C.IN_MOVED_TO):
+                self._watch_tree(spool, path, announce=True)
+            elif mask & (C.IN_CREATE | C.IN_MOVED_TO) and matches(spool, name):
+                self._offer(spool, path, True)  # a directory is never a trigger: reject
+            return
+        if not matches(spool, name):
+            return
+        if mask & (C.IN_MOVED_TO | C.IN_CLOSE_WRITE):
+            self.writing.discard(path)
+            self._offer(spool, path, True)
+        elif mask & (C.IN_CREATE | C.IN_MODIFY):
+            try:
+                regular = os.path.isfile(path) and not os.path.islink(path)
+            except OSError:
+                return
+            if regular:
+                self.writing.add(path)  # complete at IN_CLOSE_WRITE
+            else:
+                self._offer(spool, path, True)  # FIFO, symlink, socket: judge now
+        elif mask & (C.IN_DELETE | C.IN_MOVED_FROM):
+            self.writing.discard(path)
+
+    def on_watch_deleted(self, wd: int) -> None:
+        with self._lock:
+            self._dirs.pop(wd, None)
+
+    def on_queue_overflow(self) -> None:
+        self.writing.clear()
+        self._overflow()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, spool: SpoolConfig, exclude: str, offer: Offer) -> None:
+        self._spool = spool
+        self._exclude = exclude + os.sep
+        self._offer = offer
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in ("created", "modified", "moved", "closed"):
+            return
+        path = os.fsdecode(event.dest_path or event.src_path)
+        if path.startswith(self._exclude) or not matches(self._spool, os.path.basename(path)):
+            return
+        if event.is_directory and self._spool.recursive:
+            return
+        self._offer(self._spool, path, event.event_type == "closed")
+
+
+class ObserverWatcher(Watcher):
+    """watchdog's polling observer (NFS/SMB), or its native observer on other platforms."""
+
+    def __init__(self, spools: list[SpoolConfig], exclude: Path, offer: Offer, polling: bool):
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        self._observer: BaseObserver
+        if polling:
+            interval = min(s.poll_interval for s in spools)
+            self._observer = PollingObserver(timeout=interval)
+        else:
+            self._observer = Observer()
+        for spool in spools:
+            self._observer.schedule(
+                _Handler(spool, str(exclude), offer), str(spool.path), recursive=spool.recursive
+            )
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+
+
+def make_watchers(
+    spools: list[SpoolConfig],
+    exclude: Path,
+    offer: Offer,
+    overflow: Callable[[], None],
+    new_dir: Callable[[SpoolConfig, str], None],
+) -> list[Watcher]:
+    native = [s for s in spools if s.watcher != "polling"]
+    polling = [s for s in spools if s.watcher == "polling"]
+    watchers: list[Watcher] = []
+    if native:
+        if sys.platform.startswith("linux"):
+            watchers.append(InotifyWatcher(native, exclude, offer, overflow, new_dir))
+        else:
+            watchers.append(ObserverWatcher(native, exclude, offer, polling=False))
+    if polling:
+        watchers.append(ObserverWatcher(polling, exclude, offer, polling=True))
+    return watchers
