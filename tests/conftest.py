@@ -1,0 +1,204 @@
+"""Shared test tools: a real ``spoolq run`` process and helpers to publish and wait.
+
+Waiting is always for an observable fact (an event line, a job state, a file) with a
+deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SPOOLQ = shutil.which("spoolq", path=str(Path(sys.executable).parent)) or "spoolq"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def publish(spool: Path, text: str, name: str | None = None) -> Path:
+    """Atomic publish the way a producer should: hidden temp name, then rename."""
+    name = name or f"t{time.monotonic_ns()}.trigger"
+    tmp = spool / f".{name}.part"
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    final = spool / name
+    os.rename(tmp, final)
+    return final
+
+
+class DaemonProcess:
+    """``spoolq run`` as a user runs it, with its JSON event log collected."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.args = args
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [SPOOLQ, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                try:
+                    self.events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        with self._cond:
+            return [
+                e
+                for e in self.events
+                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+            ]
+
+    def wait_for(
+        self, event: str, count: int = 1, timeout: float = 15.0, **fields: Any
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [
+                    e
+                    for e in self.events
+                    if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+                ]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        f"waited {timeout}s for {count} x event={event} {fields}; "
+                        f"saw {len(found)}. Log tail:\n" + "\n".join(self.lines[-30:])
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+class Env:
+    """One test's world: a spool, its state dir, and ways to run spoolq against them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool = root / "spool"
+        self.spool.mkdir()
+        self.state = self.spool / ".spoolq"
+        self.config: Path | None = None
+        self.daemons: list[DaemonProcess] = []
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("SPOOLQ_CONFIG", None)
+        self.env.pop("SPOOLQ_STATE_DIR", None)
+
+    def write_config(self, text: str) -> Path:
+        self.config = self.root / "spoolq.toml"
+        self.config.write_text(text)
+        return self.config
+
+    def base_args(self) -> list[str]:
+        args = ["--state-dir", str(self.state)]
+        if self.config is not None:
+            args = ["-c", str(self.config), *args]
+        return args
+
+    def start(self, *extra: str, ready: bool = True, spool: bool = True) -> DaemonProcess:
+        args = [*self.base_args(), "run", "--log-format", "json"]
+        if spool:
+            args.append(str(self.spool))
+        d = DaemonProcess([*args, *extra], self.env, self.root)
+        self.daemons.append(d)
+        if ready:
+            d.wait_for("ready")
+        return d
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [SPOOLQ, *self.base_args(), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            timeout=60,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"spoolq {' '.join(args)} -> {res.returncode}\n{res.stderr}")
+        return res
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return json.loads(self.cli("show", job_id, "--json", check=True).stdout)
+
+    def jobs(self, *args: str) -> list[dict[str, Any]]:
+        return json.loads(self.cli("jobs", "--json", "--limit", "100000", *args, check=True).stdout)
+
+    def publish(self, text: str, name: str | None = None) -> Path:
+        return publish(self.spool, text, name)
+
+    def close(self) -> None:
+        for d in self.daemons:
+            if d.proc.poll() is None:
+                d.kill()
+            else:
+                d._close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    try:
+        yield e
+    finally:
+        e.close()
