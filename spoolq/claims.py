@@ -23,6 +23,7 @@ from ulid import ULID
 
 from spoolq.config import Config, SpoolConfig
 from spoolq.errors import ConfigError, TriggerRejected
+from spoolq.faults import crash_point
 from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
@@ -119,6 +120,7 @@ class Claimer:
                     "claiming needs rename(2): put state_dir on the same filesystem"
                 ) from exc
             raise
+        crash_point("claimed")
         return self._record(job_id, name, Origin(spool, directory), base)
 
     def _record(self, job_id: str, name: str, origin: Origin, base: str) -> NewJob:

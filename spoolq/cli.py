@@ -496,6 +496,26 @@ def prune(s: Settings, older: str) -> None:
     click.echo(f"pruned {len(removed)} job(s)")
 
 
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the temporary workspace.")
+@click.option(
+    "--workspace",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Use this (new or empty) directory instead of a temporary one; implies --keep.",
+)
+def demo(keep: bool, workspace: Path | None) -> None:
+    """The end-to-end demonstration on embedded defaults (needs the 'demo' extra)."""
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        raise SpoolqError(
+            "the demo needs DuckDB: run 'make demo', or pip install 'spoolq[demo]'"
+        ) from None
+    from spoolq.demo import main as demo_main
+
+    raise SystemExit(demo_main(keep=keep or workspace is not None, workspace=workspace))
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
         cli.main(args=argv, prog_name="spoolq", standalone_mode=False)

@@ -28,6 +28,7 @@ from spoolq.claims import Claimer, StateDir, new_job_id
 from spoolq.config import Config, SpoolConfig
 from spoolq.errors import ConfigError, StoreUnavailable
 from spoolq.events import EventLog
+from spoolq.faults import crash_point
 from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
 from spoolq.runner import RunningJob, kill_orphan_group, pid_start_time, process_alive
 from spoolq.store.base import Store
@@ -444,6 +445,7 @@ class Daemon:
         self._unsaved = todo  # kept until the store has them
         stored = self.store.enqueue(todo, dedup_window=self.config.dedup_window, now=self.clock())
         self._unsaved = []
+        crash_point("enqueued")
         for job in stored:
             if job.state is JobState.REJECTED:
                 self._claimer.place_rejected(job)
@@ -469,6 +471,7 @@ class Daemon:
                 job = self.store.claim_next(lane, self.id, self.clock())
                 if job is None:
                     break
+                crash_point("started")
                 self._launch(job)
 
     def _launch(self, job: Job) -> None:
@@ -537,6 +540,7 @@ class Daemon:
             self.log.emit("succeeded", **fields)
         else:
             self.log.warn(new.state.value, **fields)
+        crash_point("finished")
         if new.state.finished:
             self._claimer.archive(new)
         if self._peers:

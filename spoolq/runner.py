@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from spoolq.jobs import AttemptResult, Job, iso
 
 Clock = Callable[[], float]
+GROUP_RECHECK = 0.05  # seconds between checks that a terminated job's group has exited
 
 
 @dataclass
@@ -41,6 +42,10 @@ class RunningJob:
     pidfd: int | None = field(init=False, default=None)
     stop_reason: str | None = field(init=False, default=None)  # timeout | cancelled | ...
     kill_at: float | None = field(init=False, default=None)  # when SIGKILL follows SIGTERM
+    # After the leader of a terminated step is reaped, when to look again whether the rest
+    # of its group is gone. A fixed time: a deadline recomputed as "now + 50 ms" on every
+    # loop pass is never reached, which held the job until kill_grace ran out.
+    recheck_at: float | None = field(init=False, default=None)
     result: AttemptResult | None = field(init=False, default=None)
     _usage: _Usage = field(init=False, default_factory=_Usage)
     _log_fd: int = field(init=False, default=-1)
@@ -106,7 +111,9 @@ class RunningJob:
     def deadline(self) -> float | None:
         """When the event loop must call ``tick`` even if nothing else happens."""
         if self.kill_at is not None:
-            return self.kill_at if self.proc is not None else min(self.kill_at, self.clock() + 0.05)
+            if self.proc is None and self.recheck_at is not None:
+                return min(self.kill_at, self.recheck_at)
+            return self.kill_at
         if self.job.timeout is not None:
             return self.started + self.job.timeout
         return None
@@ -127,6 +134,8 @@ class RunningJob:
             if not _group_alive(self._pgid) or now >= self.kill_at:
                 _killpg(self._pgid, signal.SIGKILL)
                 self._end(self._exit_code, self.stop_reason)
+            else:
+                self.recheck_at = now + GROUP_RECHECK
         elif now >= self.kill_at:
             self._note(f"still running {self.job.kill_grace:g}s after SIGTERM: SIGKILL")
             _killpg(self.proc.pid, signal.SIGKILL)
@@ -157,6 +166,7 @@ class RunningJob:
         if self.stop_reason is not None:
             self._exit_code = code
             if _group_alive(pid) and self.kill_at is not None:
+                self.recheck_at = self.clock() + GROUP_RECHECK
                 return  # tick() finishes once the group is gone or the grace ends
             self._end(code, self.stop_reason)
             return

@@ -1,0 +1,274 @@
+"""``spoolq demo``: parallel producers, one database that cannot take concurrent loads,
+nothing lost.
+
+In a temporary workspace: a daemon with a ``warehouse`` lane of concurrency 1 and a ``load``
+job template (templates mode: triggers cannot run arbitrary commands); 8 producer processes
+that each write CSV files and publish one trigger per file; every load goes into one DuckDB
+file, each file into its own table. Then the contrast: the same loads started concurrently
+without spoolq, and the lock errors DuckDB gives them. A corrupted file shows a failed load
+(retried, then in failed/ with its log) and a world-writable trigger shows a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from spoolq.jobs import Job, JobState
+from spoolq.store.sqlite import SqliteStore
+
+PRODUCERS = 8
+FILES_EACH = 5
+
+
+@dataclass
+class DemoResult:
+    workspace: Path
+    loaded: dict[str, int]  # table -> rows in DuckDB
+    expected_rows: int
+    jobs: list[Job]
+    contrast_failures: int
+    contrast_attempts: int
+
+    @property
+    def ok(self) -> bool:
+        good = [j for j in self.jobs if j.state is JobState.SUCCEEDED]
+        failed = [j for j in self.jobs if j.state is JobState.FAILED]
+        rejected = [j for j in self.jobs if j.state is JobState.REJECTED]
+        return (
+            len(good) == PRODUCERS * FILES_EACH
+            and all(rows == self.expected_rows for rows in self.loaded.values())
+            and len(self.loaded) == PRODUCERS * FILES_EACH
+            and len(failed) == 1
+            and len(rejected) == 1
+            and self.contrast_failures > 0
+        )
+
+
+def _config(ws: Path) -> str:
+    py = json.dumps(sys.executable)
+    return f"""\
+state_dir = "{ws / "state"}"
+
+[[spool]]
+path = "{ws / "spool"}"
+lane = "warehouse"
+
+[lanes.warehouse]
+concurrency = 1          # the database takes one writer at a time
+
+[defaults]
+retries = 1
+retry_backoff = "0.5s"
+timeout = "5m"
+
+[security]
+allow_commands = false   # templates mode: triggers may only name [jobs.*]
+
+[jobs.load]
+argv = [{py}, "-m", "spoolq.examples.duckdb_load", "--db", "{ws / "warehouse.duckdb"}",
+        "--table", "{{table}}", "{{path}}"]
+lane = "warehouse"
+params.table = {{ pattern = "^[a-z][a-z0-9_]{{0,62}}$" }}
+params.path = {{ type = "path", under = "{ws / "staging"}" }}
+"""
+
+
+def run_demo(
+    workspace: Path | None = None, rows: int = 40_000, console: Console | None = None
+) -> DemoResult:
+    console = console or Console()
+    ws = Path(workspace or tempfile.mkdtemp(prefix="spoolq-demo-"))
+    for sub in ("spool", "staging", "state"):
+        (ws / sub).mkdir(parents=True, exist_ok=True)
+    cfg = ws / "spoolq.toml"
+    cfg.write_text(_config(ws))
+    console.print(f"[bold]spoolq demo[/] in {ws}")
+    console.print(f"config: {cfg}  (lane warehouse, concurrency 1; job template 'load')")
+
+    daemon_log = (ws / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "spoolq", "-c", str(cfg), "run"],
+        stdout=daemon_log,
+        stderr=daemon_log,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        store = _wait_for_store(ws / "state" / "spoolq.db", daemon)
+        started = time.monotonic()
+        producers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "spoolq.examples.produce",
+                    "--spool",
+                    str(ws / "spool"),
+                    "--staging",
+                    str(ws / "staging"),
+                    "--worker",
+                    str(w),
+                    "--files",
+                    str(FILES_EACH),
+                    "--rows",
+                    str(rows),
+                    *(["--bad"] if w == 0 else []),
+                ],
+            )  # fmt: skip
+            for w in range(PRODUCERS)
+        ]
+        _untrusted_trigger(ws / "spool")
+        console.print(
+            f"{PRODUCERS} producers writing {PRODUCERS * FILES_EACH} CSV files "
+            "(+1 corrupted) and publishing a trigger per file; +1 world-writable trigger"
+        )
+        expected = PRODUCERS * FILES_EACH + 2
+        with Live(console=console, refresh_per_second=8, transient=False) as live:
+            while True:
+                counts = store.state_counts()
+                live.update(_progress(store, counts, time.monotonic() - started))
+                finished = counts["succeeded"] + counts["failed"] + counts["rejected"]
+                if finished >= expected and all(p.poll() is not None for p in producers):
+                    break
+                if daemon.poll() is not None:
+                    raise RuntimeError(f"the daemon exited; see {ws / 'daemon.log'}")
+                time.sleep(0.125)
+        console.print()
+        jobs = store.list_jobs(limit=1000)
+        elapsed = time.monotonic() - started
+        console.print(f"all {expected} triggers handled in {elapsed:.1f}s, one load at a time")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        daemon_log.close()
+
+    loaded = _loaded_tables(ws / "warehouse.duckdb")
+    _summary(console, store, jobs, loaded)
+    failures, attempts = _contrast(console, ws)
+    store.close()
+    return DemoResult(ws, loaded, rows, jobs, failures, attempts)
+
+
+def _wait_for_store(path: Path, daemon: subprocess.Popen[bytes]) -> SqliteStore:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the daemon did not start; see daemon.log in the workspace")
+        time.sleep(0.05)
+    return SqliteStore(path)
+
+
+def _untrusted_trigger(spool: Path) -> None:
+    """A trigger anyone could have edited: spoolq must refuse it."""
+    tmp = spool / ".intruder.part"
+    tmp.write_text('{"job": "load", "params": {"table": "intruder", "path": "x.csv"}}\n')
+    os.chmod(tmp, 0o666)
+    os.rename(tmp, spool / "intruder.trigger")
+
+
+def _progress(store: SqliteStore, counts: dict[str, int], elapsed: float) -> Table:
+    table = Table(title=f"spoolq lanes  ({elapsed:4.1f}s)", title_justify="left")
+    for col in ("lane", "concurrency", "queued", "running", "succeeded", "failed", "rejected"):
+        table.add_column(col, justify="right" if col != "lane" else "left")
+    for lane in store.lane_status():
+        if lane.name != "warehouse":
+            continue
+        table.add_row(
+            lane.name, str(lane.concurrency), str(lane.queued), str(lane.running),
+            str(counts["succeeded"]), str(counts["failed"]), str(counts["rejected"]),
+        )  # fmt: skip
+    return table
+
+
+def _loaded_tables(db: Path) -> dict[str, int]:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return {
+            n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])  # type: ignore[index]
+            for n in sorted(names)
+        }
+
+
+def _summary(console: Console, store: SqliteStore, jobs: list[Job], loaded: dict[str, int]) -> None:
+    table = Table(title="loads (from DuckDB and the job records)", title_justify="left")
+    for col in ("table", "rows", "load s", "peak RSS", "attempts", "state"):
+        table.add_column(col, justify="left" if col in ("table", "state") else "right")
+    for job in sorted(jobs, key=lambda j: j.seq):
+        if job.spec is None or job.spec.template != "load":
+            continue
+        name = job.spec.steps[0][job.spec.steps[0].index("--table") + 1]
+        last = store.attempts(job.id)[-1]
+        table.add_row(
+            name, str(loaded.get(name, "-")), f"{last.wall_s or 0:.2f}",
+            f"{(last.max_rss_kb or 0) / 1024:.0f} MiB", str(job.attempts), job.state.value,
+        )  # fmt: skip
+    console.print(table)
+    for job in jobs:
+        if job.state is JobState.FAILED:
+            console.print(f"[red]failed[/] {job.id}: {job.reason}; log: {job.log}")
+            tail = Path(job.log).read_text(errors="replace").splitlines()
+            for line in [ln for ln in tail if "failed" in ln][:2]:
+                console.print(f"    {line[:160]}")
+        if job.state is JobState.REJECTED:
+            console.print(f"[magenta]rejected[/] {Path(job.trigger).name}: {job.reason}")
+
+
+def _contrast(console: Console, ws: Path) -> tuple[int, int]:
+    """The same loads, all at once, without spoolq: count the lock conflicts."""
+    db = ws / "unserialized.duckdb"
+    files = sorted((ws / "staging").glob("orders_w*_0*.csv"))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spoolq.examples.duckdb_load",
+                "--db",
+                str(db),
+                "--table",
+                f.stem,
+                str(f),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for f in files
+    ]
+    failures = 0
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0 and "lock" in err.lower():
+            failures += 1
+    console.print(
+        f"[bold]without spoolq[/]: the same {len(files)} loads started at once -> "
+        f"[red]{failures} failed with DuckDB lock conflicts[/] "
+        f"({len(files) - failures} got through)"
+    )
+    return failures, len(files)
+
+
+def main(keep: bool = False, workspace: Path | None = None) -> int:
+    console = Console()
+    result = run_demo(workspace, console=console)
+    verdict = "[green]demo ok[/]" if result.ok else "[red]demo did not go as expected[/]"
+    console.print(verdict)
+    if keep:
+        console.print(f"workspace kept: {result.workspace}")
+    else:
+        shutil.rmtree(result.workspace, ignore_errors=True)
+    return 0 if result.ok else 1

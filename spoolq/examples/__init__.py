@@ -1,0 +1,1 @@
+"""Example job programs shipped with spoolq (used by ``spoolq demo``)."""

@@ -1,0 +1,61 @@
+"""`spoolq demo` end to end, as a new user runs it, with its results checked from the
+database and the job records it leaves behind."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spoolq.jobs import JobState
+from spoolq.store.sqlite import SqliteStore
+from tests.conftest import SPOOLQ
+
+duckdb = pytest.importorskip("duckdb")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -> None:
+    ws = tmp_path / "demo"
+    res = subprocess.run(
+        [SPOOLQ, "demo", "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "demo ok" in res.stdout
+
+    with duckdb.connect(str(ws / "warehouse.duckdb"), read_only=True) as con:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    assert len(counts) == 40
+    assert set(counts.values()) == {40_000}
+    assert "orders_w0_broken" not in counts
+
+    store = SqliteStore(ws / "state" / "spoolq.db")
+    try:
+        jobs = store.list_jobs(limit=1000)
+        by_state: dict[JobState, list[str]] = {}
+        for job in jobs:
+            by_state.setdefault(job.state, []).append(Path(job.trigger).name)
+        failed = [j for j in jobs if j.state is JobState.FAILED]
+        assert len(failed) == 1
+        assert failed[0].attempts == 2  # retried once, then failed
+        assert "Invalid" in Path(failed[0].log).read_text(errors="replace")
+        assert (ws / "state" / "failed" / Path(failed[0].claimed_path).name).exists()
+        assert by_state[JobState.REJECTED] == ["intruder.trigger"]
+        assert len(by_state[JobState.SUCCEEDED]) == 40
+        # Never two loads at once: the attempts of the warehouse lane do not overlap.
+        spans = sorted(
+            (a.started_at, a.finished_at or 0.0) for j in jobs for a in store.attempts(j.id)
+        )
+        assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:], strict=False))
+    finally:
+        store.close()
+    # The contrast run hit DuckDB's lock conflicts.
+    line = next(ln for ln in res.stdout.splitlines() if "without spoolq" in ln)
+    assert "failed with DuckDB lock" in line
+    assert not line.split("->")[1].strip().startswith("0 failed")
