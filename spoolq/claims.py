@@ -12,7 +12,6 @@ is in the file name).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from ulid import ULID
 
 from spoolq.config import Config, SpoolConfig
-from spoolq.errors import ConfigError, TriggerRejected
+from spoolq.errors import StoreUnavailable, TriggerRejected
 from spoolq.faults import crash_point
 from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
 from spoolq.triggers import parse_trigger
@@ -114,12 +113,13 @@ class Claimer:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                raise ConfigError(
-                    f"state_dir {self.state.root} is on another filesystem than {directory}; "
-                    "claiming needs rename(2): put state_dir on the same filesystem"
-                ) from exc
-            raise
+            # Read-only, full, remounted or vanished state dir: the trigger stays in the
+            # spool, and the daemon backs off as for a store outage. (EXDEV here means a
+            # mount appeared between spool and state dir after start; the start-up check
+            # refuses different filesystems.)
+            raise StoreUnavailable(
+                f"cannot claim {path} into {self.state.claimed}: {exc.strerror}"
+            ) from exc
         crash_point("claimed")
         return self._record(job_id, name, Origin(spool, directory), base)
 
@@ -156,7 +156,7 @@ class Claimer:
         )
 
     # -- after the store has spoken ----------------------------------------------------------
-    def place_rejected(self, job: Job) -> None:
+    def place_rejected(self, job: Job) -> bool:
         """Move a rejected trigger to rejected/ with a .reason file beside it."""
         target = self.state.root / "rejected" / Path(job.claimed_path).name
         reason_file = target.with_name(target.name + ".reason")
@@ -168,12 +168,14 @@ class Claimer:
             pass
         except OSError as exc:
             self.warn("file_move_failed", job=job.id, path=job.claimed_path, error=str(exc))
+            return False
+        return True
 
-    def archive(self, job: Job) -> None:
-        """Move a finished job's trigger out of claimed/ (or delete it: on_success=delete)."""
+    def archive(self, job: Job) -> bool:
+        """Move a finished job's trigger out of claimed/ (or delete it: on_success=delete).
+        False if it could not (the next reconcile tries again)."""
         if job.state is JobState.REJECTED:
-            self.place_rejected(job)
-            return
+            return self.place_rejected(job)
         src = job.claimed_path
         try:
             if job.state is JobState.SUCCEEDED and job.on_success == "delete":
@@ -184,6 +186,8 @@ class Claimer:
             pass  # already moved (a retry from failed/, a repeated reconcile)
         except OSError as exc:
             self.warn("file_move_failed", job=job.id, path=src, error=str(exc))
+            return False
+        return True
 
     def unarchive(self, job: Job) -> None:
         """A finished job was queued again (retry): bring its trigger back to claimed/."""

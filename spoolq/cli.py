@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.shell_completion import CompletionItem, get_completion_class
 from rich.console import Console
 from rich.table import Table
 
@@ -21,7 +22,14 @@ from spoolq import __version__
 from spoolq.api import build_trigger, publish
 from spoolq.claims import Claimer, StateDir
 from spoolq.config import Config, load_config, parse_duration
-from spoolq.errors import ConfigError, JobNotFound, SpoolqError, TriggerRejected, UsageError
+from spoolq.errors import (
+    ConfigError,
+    JobNotFound,
+    SpoolqError,
+    StoreUnavailable,
+    TriggerRejected,
+    UsageError,
+)
 from spoolq.events import EventLog
 from spoolq.jobs import ARCHIVE_DIR, Job, JobState, iso
 from spoolq.store import Store, open_store
@@ -73,6 +81,36 @@ def _default_config() -> Path | None:
         return Path(env)
     local = Path("spoolq.toml")
     return local if local.exists() else None
+
+
+def _completion_store(ctx: click.Context) -> Settings:
+    """Settings from the flags parsed so far (the group callback does not run while the shell
+    asks for completions)."""
+    root = ctx.find_root().params
+    return Settings(root.get("config_path") or _default_config(), root.get("state_dir"))
+
+
+def _complete_job(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    try:
+        with _completion_store(ctx).store() as (_c, _s, store):
+            found = store.list_jobs(limit=500)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    prefix = incomplete.upper()
+    return [
+        CompletionItem(j.id, help=f"{j.state.value} {j.lane} {os.path.basename(j.trigger)}")
+        for j in found
+        if j.id.startswith(prefix)
+    ]
+
+
+def _complete_lane(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    try:
+        with _completion_store(ctx).store() as (_c, _s, store):
+            names = [lane.name for lane in store.lane_status()]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -146,7 +184,15 @@ def run(
         raise UsageError("no spool directory: spoolq run DIR, or [[spool]] path in the config")
     state = s.state(config)
     log = EventLog(config.log_format)
-    store = open_store(config.store, state.root)
+    delay = 0.5
+    while True:  # a full disk or a locked file at start: wait for it, do not crash-loop
+        try:
+            store = open_store(config.store, state.root)
+            break
+        except StoreUnavailable as exc:
+            log.error("store_unavailable", error=str(exc), retry_in=delay)
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)
     try:
         Daemon(config, state, store, log).run()
     finally:
@@ -272,7 +318,7 @@ def _age(seconds: float) -> str:
 
 @cli.command()
 @click.option("--state", "state_filter", type=click.Choice([s.value for s in JobState]))
-@click.option("--lane")
+@click.option("--lane", shell_complete=_complete_lane)
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -311,7 +357,7 @@ def _state_style(state: JobState) -> str:
 
 
 @cli.command()
-@click.argument("job_ref")
+@click.argument("job_ref", shell_complete=_complete_job)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def show(s: Settings, job_ref: str, as_json: bool) -> None:
@@ -332,11 +378,11 @@ def show(s: Settings, job_ref: str, as_json: bool) -> None:
         out.print(f"{'step':>16}: {' '.join(step)}")
     if attempts:
         table = Table(title="attempts", title_justify="left")
-        for col in ("#", "started", "wall s", "cpu s", "peak rss", "exit", "reason"):
+        for col in ("#", "started", "finished", "wall s", "cpu s", "peak rss", "exit", "reason"):
             table.add_column(col)
         for a in attempts:
             table.add_row(
-                str(a.n), iso(a.started_at) or "",
+                str(a.n), iso(a.started_at) or "", iso(a.finished_at) or "",
                 "" if a.wall_s is None else f"{a.wall_s:.3f}",
                 "" if a.cpu_s is None else f"{a.cpu_s:.3f}",
                 "" if a.max_rss_kb is None else f"{a.max_rss_kb / 1024:.1f} MiB",
@@ -346,7 +392,7 @@ def show(s: Settings, job_ref: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_ref")
+@click.argument("job_ref", shell_complete=_complete_job)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.pass_obj
 def logs(s: Settings, job_ref: str, follow: bool) -> None:
@@ -389,7 +435,7 @@ def _move_file(state: StateDir, job: Job) -> None:
 
 
 @cli.command()
-@click.argument("job_refs", nargs=-1)
+@click.argument("job_refs", nargs=-1, shell_complete=_complete_job)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.pass_obj
 def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
@@ -397,34 +443,43 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
     if not job_refs and not all_failed:
         raise UsageError("name a JOB or use --failed")
     with s.store() as (_c, state, store):
+        # Resolve every reference first: a typo in the third id changes nothing.
         ids = [store.get(r).id for r in job_refs]
         if all_failed:
-            ids += store.failed_ids()
-        for job_id in ids:
-            job = store.retry(job_id, time.time())
-            _move_file(state, job)
-            click.echo(f"{job.id} queued again")
-        store.notify()
+            ids += [i for i in store.failed_ids() if i not in ids]
+            if not ids:
+                click.echo("no failed jobs")
+        try:
+            for job_id in ids:
+                job = store.retry(job_id, time.time())
+                _move_file(state, job)
+                click.echo(f"{job.id} queued again (attempt {job.attempts + 1} next)")
+        finally:
+            store.notify()
 
 
 @cli.command()
-@click.argument("job_refs", nargs=-1, required=True)
+@click.argument("job_refs", nargs=-1, required=True, shell_complete=_complete_job)
 @click.pass_obj
 def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
     """Cancel jobs: a queued job never runs; a running one is terminated."""
     with s.store() as (_c, state, store):
-        for ref in job_refs:
-            job = store.cancel(store.get(ref).id, time.time())
-            if job.state is JobState.CANCELLED:
-                _move_file(state, job)
-                click.echo(f"{job.id} cancelled")
-            else:
-                click.echo(f"{job.id} is running: its daemon is terminating it")
-        store.notify()
+        # Resolve every reference first: a typo in the third id cancels nothing.
+        ids = [store.get(ref).id for ref in job_refs]
+        try:
+            for job_id in ids:
+                job = store.cancel(job_id, time.time())
+                if job.state is JobState.CANCELLED:
+                    _move_file(state, job)
+                    click.echo(f"{job.id} cancelled")
+                else:
+                    click.echo(f"{job.id} is running: its daemon is terminating it")
+        finally:
+            store.notify()  # even after an error, wake the daemon for the ones done
 
 
 @cli.command()
-@click.argument("lane")
+@click.argument("lane", shell_complete=_complete_lane)
 @click.pass_obj
 def pause(s: Settings, lane: str) -> None:
     """Stop starting jobs in LANE (new triggers are still queued)."""
@@ -435,7 +490,7 @@ def pause(s: Settings, lane: str) -> None:
 
 
 @cli.command()
-@click.argument("lane")
+@click.argument("lane", shell_complete=_complete_lane)
 @click.pass_obj
 def resume(s: Settings, lane: str) -> None:
     """Start jobs in LANE again."""
@@ -458,7 +513,12 @@ def check(s: Settings, triggers: tuple[Path, ...]) -> None:
     click.echo(f"config {where}: ok")
     bad = 0
     for path in triggers:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            bad += 1
+            click.echo(f"{path}: cannot open its directory: {exc.strerror or exc}")
+            continue
         try:
             tf = read_trigger(fd, path.name, policy)
             spec = parse_trigger(tf.text, config, spool_dir=path.parent.resolve())
@@ -469,6 +529,10 @@ def check(s: Settings, triggers: tuple[Path, ...]) -> None:
         except FileNotFoundError:
             bad += 1
             click.echo(f"{path}: no such file")
+            continue
+        except OSError as exc:
+            bad += 1
+            click.echo(f"{path}: cannot read: {exc.strerror or exc}")
             continue
         finally:
             os.close(fd)
@@ -514,6 +578,21 @@ def demo(keep: bool, workspace: Path | None) -> None:
     from spoolq.demo import main as demo_main
 
     raise SystemExit(demo_main(keep=keep or workspace is not None, workspace=workspace))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash: eval "$(spoolq completion bash)"     (e.g. in ~/.bashrc)
+    zsh:  eval "$(spoolq completion zsh)"      (e.g. in ~/.zshrc)
+    fish: spoolq completion fish > ~/.config/fish/completions/spoolq.fish
+    """
+    cls = get_completion_class(shell)
+    assert cls is not None  # the three shells click ships
+    click.echo(cls(cli, {}, "spoolq", "_SPOOLQ_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import os
 import re
 import tomllib
@@ -48,6 +50,8 @@ def parse_duration(value: object) -> float:
                 ) from None
     else:
         raise ValueError("a duration must be a number of seconds or a string like '90s'")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -92,12 +96,22 @@ class Defaults(_Model):
     on_success: Literal["archive", "delete"] = "archive"
 
 
+# A param name, and the only brace form in a template's argv that is a placeholder: other
+# braces (a dict literal in ``python -c``) stay literal.
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_GLOB = r"^[A-Za-z_*?][A-Za-z0-9_*?]*$"
+
+
 class ParamSpec(_Model):
-    pattern: str | None = None
+    """One declared template parameter. Every value must satisfy all that is set here."""
+
+    pattern: str | None = None  # full match (re.fullmatch)
     type: Literal["str", "int", "path", "enum"] = "str"
     under: Path | None = None
     choices: tuple[str, ...] = ()
-    max_length: int = Field(default=4096, ge=1)
+    max_length: int = Field(default=4096, ge=1, le=1 << 20)
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -106,10 +120,17 @@ class ParamSpec(_Model):
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
-        if self.type == "path" and self.under is None:
-            raise ValueError("a 'path' param needs under = '/allowed/dir'")
+        if self.type == "path":
+            if self.under is None:
+                raise ValueError("a 'path' param needs under = '/allowed/dir'")
+            if not self.under.is_absolute():
+                raise ValueError(f"under = {str(self.under)!r} must be an absolute path")
+        elif self.under is not None:
+            raise ValueError("'under' is only valid with type = 'path'")
         if self.type == "enum" and not self.choices:
             raise ValueError("an 'enum' param needs choices = ['a', 'b']")
+        if self.type != "enum" and self.choices:
+            raise ValueError("'choices' is only valid with type = 'enum'")
         if self.type == "str" and self.pattern is None:
             raise ValueError(
                 "a 'str' param needs a pattern (full match), e.g. pattern = '^[a-z_]+$'"
@@ -118,28 +139,59 @@ class ParamSpec(_Model):
 
 
 class JobTemplate(_Model):
+    """``[jobs.NAME]``: the only thing a trigger may run in templates mode.
+
+    What the template sets (lane, timeout, retries, env, cwd) is fixed: a trigger may only
+    fill in what the template leaves open, and may set ``env`` only where ``allow_env``
+    says (``true``: any name; a list: those names or globs).
+    """
+
     argv: tuple[str, ...] = Field(min_length=1)
     lane: str | None = Field(default=None, pattern=LANE_NAME)
     timeout: Duration | None = None
     retries: int | None = Field(default=None, ge=0, le=1000)
     env: dict[str, str] = Field(default_factory=dict)
-    allow_env: bool = False
+    allow_env: bool | tuple[str, ...] = False
     cwd: Path | None = None
     params: dict[str, ParamSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _params_declared(self) -> JobTemplate:
-        used = {m for arg in self.argv for m in re.findall(r"\{([^{}]*)\}", arg)}
+        if not self.argv[0]:
+            raise ValueError("argv[0] (the program) is empty")
+        used = {m for arg in self.argv for m in PLACEHOLDER.findall(arg)}
         undeclared = sorted(used - set(self.params))
         if undeclared:
             raise ValueError(
                 f"argv uses {{{undeclared[0]}}} but params.{undeclared[0]} is not declared"
             )
+        for name in self.params:
+            if not re.match(PARAM_NAME, name):
+                raise ValueError(f"param name {name!r} must match {PARAM_NAME}")
+        unused = sorted(set(self.params) - used)
+        if unused:
+            raise ValueError(f"params.{unused[0]} is declared but argv has no {{{unused[0]}}}")
+        for name, value in self.env.items():
+            if not re.match(ENV_NAME, name) or "\x00" in value:
+                raise ValueError(f"env.{name}: not a valid environment variable")
+        if isinstance(self.allow_env, tuple):
+            for pat in self.allow_env:
+                if not re.match(_ENV_GLOB, pat):
+                    raise ValueError(f"allow_env: {pat!r} is not a variable name or glob")
+        if self.cwd is not None and not self.cwd.is_absolute():
+            raise ValueError(f"cwd = {str(self.cwd)!r} must be an absolute path")
         return self
+
+    def env_allowed(self, name: str) -> bool:
+        if isinstance(self.allow_env, bool):
+            return self.allow_env
+        return any(fnmatch.fnmatchcase(name, p) for p in self.allow_env)
 
 
 # Variables a job inherits from the daemon unless [security] env_passthrough says otherwise
-# ("*" passes everything). Globs allowed.
+# ("*" passes everything, as the seed did). Globs allowed. Deliberately short: a daemon's
+# environment may hold credentials (AWS_*, PGPASSWORD, tokens) that jobs should not see
+# unless the config names them.
 DEFAULT_ENV_PASSTHROUGH = (
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
 )  # fmt: skip
@@ -151,6 +203,17 @@ class Security(_Model):
     max_trigger_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
     env_passthrough: tuple[str, ...] | Literal["*"] = DEFAULT_ENV_PASSTHROUGH
     allow_insecure_dirs: bool = False
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _env_globs(cls, v: tuple[str, ...] | str) -> tuple[str, ...] | str:
+        if isinstance(v, tuple):
+            for pat in v:
+                if pat != "*" and not re.match(_ENV_GLOB, pat):
+                    raise ValueError(f"{pat!r} is not a variable name or glob")
+            if "*" in v:
+                return "*"
+        return v
 
 
 class Http(_Model):

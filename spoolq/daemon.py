@@ -93,6 +93,7 @@ class Daemon:
         self._writing: set[str] = set()
         self._shutdown_deadline: float | None = None
         self._env_base = self._passthrough_env()
+        self._needs_reconcile = False
 
     # -- start-up --------------------------------------------------------------------------
     def run(self) -> int:
@@ -149,27 +150,9 @@ class Daemon:
                 )
 
     def _start(self, listener: object) -> None:
-        now = self.clock()
-        lanes = {name: lane.concurrency for name, lane in self.config.lanes.items()}
-        for spool in self.config.spool:
-            lanes.setdefault(spool.lane, 1)
-        lanes.setdefault("default", 1)
-        for tmpl in self.config.jobs.values():
-            if tmpl.lane:
-                lanes.setdefault(tmpl.lane, 1)
-        self.store.set_lanes(lanes)
-        self._known_lanes = set(lanes)
-        self.store.register_daemon(
-            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
-        )
-        others_alive = self._rescue(now)
-        revived, finished = self._claimer.orphans(
-            self.store.known_ids, min_age=10.0 if others_alive else 0.0
-        )
-        if revived:
-            self.log.warn("orphans_recovered", count=len(revived))
-            self._record(revived)
-        self._archive_finished(finished)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._poll.register(self._listener_fd, select.POLLIN)
+        self._until_store_works(self._bootstrap_store)
         self._watchers = make_watchers(
             list(self.config.spool),
             self.state.root,
@@ -185,10 +168,6 @@ class Daemon:
         for i, spool in enumerate(self.config.spool):
             self._scan(spool)
             self._next_rescan[i] = mono + spool.rescan_interval
-        self._poll.register(self._wake_r, select.POLLIN)
-        self._poll.register(self._listener_fd, select.POLLIN)
-        self._dirty.update(self.store.lanes_with_work(now))
-        self._due_at = self.store.next_due(now)
         self._next_heartbeat = mono + self.config.heartbeat_interval
         self.log.emit(
             "ready",
@@ -199,6 +178,70 @@ class Daemon:
             store=self.store.name,
             pending=len(self._intake),
         )
+
+    def _until_store_works(self, step: Callable[[], None]) -> None:
+        """At start there is nothing to fall back on: retry with backoff, stay stoppable."""
+        delay = 0.5
+        while True:
+            try:
+                step()
+                return
+            except StoreUnavailable as exc:
+                self.log.error("store_unavailable", error=str(exc), retry_in=delay)
+            self._poll.poll(delay * 1000)
+            if self._signals:
+                raise SystemExit(0)
+            delay = min(STORE_RETRY_MAX, delay * 2)
+
+    def _bootstrap_store(self) -> None:
+        """Everything the store must know before jobs flow: lanes, this daemon, rescued
+        jobs of dead daemons, and claimed triggers a crash left without a row."""
+        now = self.clock()
+        lanes = {name: lane.concurrency for name, lane in self.config.lanes.items()}
+        for spool in self.config.spool:
+            lanes.setdefault(spool.lane, 1)
+        lanes.setdefault("default", 1)
+        for tmpl in self.config.jobs.values():
+            if tmpl.lane:
+                lanes.setdefault(tmpl.lane, 1)
+        self.store.set_lanes(lanes)
+        self._known_lanes = set(lanes)
+        self.store.register_daemon(
+            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
+        )
+        others_alive = self._rescue(now)
+        self._reconcile(min_age=10.0 if others_alive else 0.0)
+        self._dirty.update(self.store.lanes_with_work(now))
+        self._due_at = self.store.next_due(now)
+
+    def _reconcile(self, min_age: float) -> None:
+        """claimed/ against the store: revive claims without a row, archive the triggers
+        of finished jobs that a crash or a failed move left behind."""
+        self._needs_reconcile = False
+        revived, finished = self._claimer.orphans(self.store.known_ids, min_age=min_age)
+        if revived:
+            self.log.warn("orphans_recovered", count=len(revived))
+            self._record(revived)
+        self._archive_finished(finished)
+
+    def _recover_lost_store(self, problem: str) -> None:
+        """The store file vanished or was replaced under us. Running jobs cannot be
+        recorded any more: stop them (they run again, at least once), open a fresh store,
+        and rebuild it from the triggers in claimed/."""
+        self.log.error(
+            "store_lost",
+            problem=problem,
+            action="stopping running jobs, opening a fresh store, re-creating jobs from claimed/",
+        )
+        for rj in list(self._running.values()):
+            if rj.pidfd is not None:
+                self._poll.unregister(rj.pidfd)
+                self._by_fd.pop(rj.pidfd, None)
+            rj.stop_now()
+        self._running.clear()
+        self._unrecorded.clear()
+        self.store.reopen()
+        self._bootstrap_store()
 
     def _rescue(self, now: float) -> bool:
         """Re-queue jobs whose daemon is gone; return whether another live daemon exists."""
@@ -296,6 +339,7 @@ class Daemon:
             if self._store_backoff > 0.5:
                 self.log.emit("store_recovered")
                 self._overflowed = True  # rescan: triggers seen while down were dropped
+                self._needs_reconcile = True
             self._store_backoff = 0.5
 
     def _timeout(self) -> float | None:
@@ -361,7 +405,12 @@ class Daemon:
         if mono >= self._next_heartbeat:
             self._next_heartbeat = mono + self.config.heartbeat_interval
             now = self.clock()
+            problem = self.store.verify()
+            if problem:
+                self._recover_lost_store(problem)
             self.store.heartbeat(self.id, now)
+            if self._needs_reconcile:
+                self._reconcile(min_age=10.0 if self._peers else 0.0)
             self._rescue(now)
             self._control()
             self._due_at = self.store.next_due(now)
@@ -486,8 +535,14 @@ class Daemon:
         }
         cwd = job.spec.cwd or os.path.dirname(job.trigger)
         rj = RunningJob(job, env, cwd, clock=self.mono)
+        try:
+            rj.start()
+        except OSError as exc:
+            # The log cannot be opened (state dir unwritable, disk full): not the job's
+            # fault. Put it back and treat it like a store outage.
+            self.store.requeue_interrupted([job.id], self.clock())
+            raise StoreUnavailable(f"cannot open the log {job.log}: {exc.strerror}") from exc
         self._running[job.id] = rj
-        rj.start()
         self.log.emit("started", job=job.id, lane=job.lane, attempt=job.attempts, pid=rj.pid)
         self._after_step(rj, started=True)
 
@@ -541,8 +596,8 @@ class Daemon:
         else:
             self.log.warn(new.state.value, **fields)
         crash_point("finished")
-        if new.state.finished:
-            self._claimer.archive(new)
+        if new.state.finished and not self._claimer.archive(new):
+            self._needs_reconcile = True
         if self._peers:
             self.store.notify(exclude=self.id)
 

@@ -126,7 +126,7 @@ def run_demo(
                     str(rows),
                     *(["--bad"] if w == 0 else []),
                 ],
-            )  # fmt: skip
+            )
             for w in range(PRODUCERS)
         ]
         _untrusted_trigger(ws / "spool")
@@ -174,7 +174,7 @@ def _untrusted_trigger(spool: Path) -> None:
     """A trigger anyone could have edited: spoolq must refuse it."""
     tmp = spool / ".intruder.part"
     tmp.write_text('{"job": "load", "params": {"table": "intruder", "path": "x.csv"}}\n')
-    os.chmod(tmp, 0o666)
+    os.chmod(tmp, 0o666)  # noqa: S103 - the point: a trigger anyone could have edited
     os.rename(tmp, spool / "intruder.trigger")
 
 
@@ -198,7 +198,8 @@ def _loaded_tables(db: Path) -> dict[str, int]:
     with duckdb.connect(str(db), read_only=True) as con:
         names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
         return {
-            n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])  # type: ignore[index]
+            # names come from DuckDB's own catalog
+            n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])  # type: ignore[index]  # noqa: S608
             for n in sorted(names)
         }
 
@@ -246,7 +247,7 @@ def _contrast(console: Console, ws: Path) -> tuple[int, int]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for f in files
     ]
     failures = 0

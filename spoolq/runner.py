@@ -200,6 +200,19 @@ class RunningJob:
             os.close(self._log_fd)
             self._log_fd = -1
 
+    def stop_now(self) -> None:
+        """Terminate the group and wait for it (blocking, at most kill_grace + a moment);
+        for emergencies where the event loop cannot wait."""
+        if self.proc is not None:
+            _killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.job.kill_grace)
+            except subprocess.TimeoutExpired:
+                _killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            _killpg(self.proc.pid, signal.SIGKILL)  # anything the leader left behind
+        self.abandon()
+
     def abandon(self) -> None:
         """Release our fds without touching the processes (daemon exits, job re-queued)."""
         if self.pidfd is not None:
@@ -224,7 +237,31 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return _live_member(pgid)
+
+
+def _live_member(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is more than a zombie. killpg(pgid, 0) succeeds
+    for a group whose members are all dead but not yet reaped: orphans are reaped by init,
+    which can take seconds (or forever when init does not reap, e.g. spoolq as PID 1 in a
+    container), and a cancelled or timed-out job would wait for kill_grace meanwhile."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: trust killpg
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, ...
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _signame(sig: int) -> str:

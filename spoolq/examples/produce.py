@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--bad", action="store_true", help="also publish one malformed file")
     args = ap.parse_args(argv)
-    rng = random.Random(args.worker)
+    rng = random.Random(args.worker)  # noqa: S311 - sample data, not secrets
     staging = Path(args.staging)
     for n in range(args.files):
         table = f"orders_w{args.worker}_{n:02d}"

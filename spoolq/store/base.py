@@ -38,6 +38,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def verify(self) -> str | None:
+        """A description of the problem if the store is gone or replaced, else None."""
+
+    @abc.abstractmethod
+    def reopen(self) -> None:
+        """Connect again (after ``verify`` reported a problem); creates a fresh store."""
+
     # -- producers and the daemon's intake --------------------------------------------------
     @abc.abstractmethod
     def enqueue(self, jobs: Sequence[NewJob], *, dedup_window: float, now: float) -> list[Job]:

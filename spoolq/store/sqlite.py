@@ -40,6 +40,10 @@ class SqliteStore(Store):
         self.path = path
         self._q = queries.load("sqlite.sql")
         self._wake_dir = path.parent / "wake"
+        self._connect()
+
+    def _connect(self) -> None:
+        path = self.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -53,6 +57,21 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+        self._inode = os.stat(path).st_ino
+
+    def verify(self) -> str | None:
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return f"{self.path} was deleted"
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror}"
+        return None if inode == self._inode else f"{self.path} was replaced by another file"
+
+    def reopen(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._connect()
 
     # -- plumbing --------------------------------------------------------------------------
     @contextlib.contextmanager
