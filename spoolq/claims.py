@@ -25,7 +25,7 @@ from spoolq.errors import StoreUnavailable, TriggerRejected
 from spoolq.faults import crash_point
 from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
 from spoolq.triggers import parse_trigger
-from spoolq.trust import TrustPolicy, read_trigger
+from spoolq.trust import TrustPolicy, open_dir_beneath, read_trigger, text_path
 
 SUBDIRS = ("claimed", "done", "failed", "cancelled", "rejected", "logs")
 _MAX_BASE = 180  # keeps "<26-char id>.<8-char tag>.<base>" under NAME_MAX
@@ -109,7 +109,19 @@ class Claimer:
         job_id = new_job_id()
         name = claim_name(job_id, directory, base)
         try:
-            os.rename(path, os.path.join(self.state.claimed, name))
+            # Rename inside the directory reached without following symlinks, so that a
+            # subdirectory swapped for a link never lets a file from outside be claimed.
+            src_fd = open_dir_beneath(str(spool.path), directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except TriggerRejected as exc:
+            self.warn("not_followed", path=text_path(path)[0], reason=exc.reason)
+            return None
+        except PermissionError as exc:
+            self.warn("unreadable_dir", path=text_path(directory)[0], error=exc.strerror)
+            return None
+        try:
+            os.rename(base, name, src_dir_fd=src_fd, dst_dir_fd=self._claimed_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -118,18 +130,20 @@ class Claimer:
             # mount appeared between spool and state dir after start; the start-up check
             # refuses different filesystems.)
             raise StoreUnavailable(
-                f"cannot claim {path} into {self.state.claimed}: {exc.strerror}"
+                f"cannot claim {text_path(path)[0]} into {self.state.claimed}: {exc.strerror}"
             ) from exc
+        finally:
+            os.close(src_fd)
         crash_point("claimed")
         return self._record(job_id, name, Origin(spool, directory), base)
 
     def _record(self, job_id: str, name: str, origin: Origin, base: str) -> NewJob:
-        trigger = os.path.join(origin.directory, base)
-        reason: str | None = None
+        trigger, reason = text_path(os.path.join(origin.directory, base))
         spec = None
         try:
-            tf = read_trigger(self._claimed_fd, name, self.policy)
-            spec = parse_trigger(tf.text, self.config, spool_dir=Path(origin.directory))
+            if reason is None:
+                tf = read_trigger(self._claimed_fd, name, self.policy)
+                spec = parse_trigger(tf.text, self.config, spool_dir=Path(origin.directory))
         except TriggerRejected as exc:
             reason = exc.reason
         except FileNotFoundError:

@@ -4,19 +4,19 @@ exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
-from rich.console import Console
-from rich.table import Table
 
 from spoolq import __version__
 from spoolq.api import build_trigger, publish
@@ -36,8 +36,41 @@ from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
 
-# Piped output keeps whole lines (ids, paths) instead of wrapping at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+
+# rich is imported only for human output: --json, submit and the control commands start
+# faster without it (scripts call them in loops).
+@functools.cache
+def _out() -> Console:
+    from rich.console import Console
+
+    # Piped output keeps whole lines (ids, paths) instead of wrapping at 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _print(text: str) -> None:
+    """Job data (commands, reasons, paths) is printed as is, never read as rich markup."""
+    _out().print(text, markup=False)
+
+
+def _table(*columns: str, title: str | None = None, **col: Any) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, **col)
+    return table
+
+
+def _row(table: Table, *cells: object) -> None:
+    """Add a row of plain text (a Text cell is not parsed as markup)."""
+    from rich.text import Text
+
+    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
 
 
 @dataclass
@@ -288,24 +321,22 @@ def status(s: Settings, as_json: bool) -> None:
     if as_json:
         _print_json({"lanes": lanes, "states": states, "daemons": daemons})
         return
-    table = Table(title="lanes", title_justify="left")
-    for col in ("lane", "concurrency", "running", "queued", "paused", "oldest waiting"):
-        table.add_column(col, justify="left" if col == "lane" else "right")
+    table = _table("lane", title="lanes")
+    for col in ("concurrency", "running", "queued", "paused", "oldest waiting"):
+        table.add_column(col, justify="right")
     for lane in lanes:
         wait = lane["oldest_waiting_s"]
-        table.add_row(
-            lane["name"], str(lane["concurrency"]), str(lane["running"]), str(lane["queued"]),
+        _row(
+            table, lane["name"], lane["concurrency"], lane["running"], lane["queued"],
             "yes" if lane["paused"] else "", _age(wait) if wait is not None else "",
         )  # fmt: skip
-    out.print(table)
-    out.print("  ".join(f"{k} {v}" for k, v in states.items()))
+    _out().print(table)
+    _print("  ".join(f"{k} {v}" for k, v in states.items()))
     if not daemons:
-        out.print("daemon: none running on this store")
+        _print("daemon: none running on this store")
     for d in daemons:
         mark = "alive" if d["alive"] else "stale"
-        out.print(
-            f"daemon {d['id']} pid {d['pid']} on {d['host']} since {d['started_at']} ({mark})"
-        )
+        _print(f"daemon {d['id']} pid {d['pid']} on {d['host']} since {d['started_at']} ({mark})")
 
 
 def _age(seconds: float) -> str:
@@ -333,19 +364,21 @@ def jobs(
     if as_json:
         _print_json([j.to_dict() for j in found])
         return
-    table = Table()
-    for col in ("id", "state", "lane", "att", "exit", "created", "trigger", "reason"):
-        table.add_column(col, overflow="fold")
+    table = _table(
+        "id", "state", "lane", "att", "exit", "created", "trigger", "reason", overflow="fold"
+    )
     for j in found:
-        table.add_row(
-            j.id, _state_style(j.state), j.lane, str(j.attempts),
-            "" if j.exit_code is None else str(j.exit_code), iso(j.created_at) or "",
+        _row(
+            table, j.id, _state_style(j.state), j.lane, j.attempts,
+            "" if j.exit_code is None else j.exit_code, iso(j.created_at) or "",
             os.path.basename(j.trigger), j.reason or "",
         )  # fmt: skip
-    out.print(table)
+    _out().print(table)
 
 
-def _state_style(state: JobState) -> str:
+def _state_style(state: JobState) -> Text:
+    from rich.text import Text
+
     colour = {
         JobState.SUCCEEDED: "green",
         JobState.FAILED: "red",
@@ -353,7 +386,7 @@ def _state_style(state: JobState) -> str:
         JobState.REJECTED: "magenta",
         JobState.CANCELLED: "yellow",
     }.get(state)
-    return f"[{colour}]{state.value}[/]" if colour else state.value
+    return Text(state.value, style=colour or "")
 
 
 @cli.command()
@@ -373,22 +406,23 @@ def show(s: Settings, job_ref: str, as_json: bool) -> None:
                 "retries", "exit_code", "reason", "created_at", "started_at", "finished_at",
                 "idempotency_key", "timeout", "owner", "pid"):  # fmt: skip
         if data.get(key) is not None:
-            out.print(f"{key:>16}: {data[key]}")
+            _print(f"{key:>16}: {data[key]}")
     for step in data["steps"] or []:
-        out.print(f"{'step':>16}: {' '.join(step)}")
+        _print(f"{'step':>16}: {shlex.join(step)}")
     if attempts:
-        table = Table(title="attempts", title_justify="left")
-        for col in ("#", "started", "finished", "wall s", "cpu s", "peak rss", "exit", "reason"):
-            table.add_column(col)
+        table = _table(
+            "#", "started", "finished", "wall s", "cpu s", "peak rss", "exit", "reason",
+            title="attempts",
+        )  # fmt: skip
         for a in attempts:
-            table.add_row(
-                str(a.n), iso(a.started_at) or "", iso(a.finished_at) or "",
+            _row(
+                table, a.n, iso(a.started_at) or "", iso(a.finished_at) or "",
                 "" if a.wall_s is None else f"{a.wall_s:.3f}",
                 "" if a.cpu_s is None else f"{a.cpu_s:.3f}",
                 "" if a.max_rss_kb is None else f"{a.max_rss_kb / 1024:.1f} MiB",
-                "" if a.exit_code is None else str(a.exit_code), a.reason or "",
+                "" if a.exit_code is None else a.exit_code, a.reason or "",
             )  # fmt: skip
-        out.print(table)
+        _out().print(table)
 
 
 @cli.command()

@@ -131,7 +131,7 @@ class Daemon:
             raise ConfigError("no spool directory: pass one (spoolq run DIR) or add [[spool]]")
         allow = self.config.security.allow_insecure_dirs
         self.state.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        check_directory(str(self.state.root), "state directory", self.policy, allow)
+        check_directory(str(self.state.root), "state directory", self.policy, allow, private=True)
         state_dev = os.stat(self.state.root).st_dev
         for spool in self.config.spool:
             try:
@@ -588,6 +588,7 @@ class Daemon:
             "wall_s": round(result.wall_s, 3),
             "cpu_s": round(result.cpu_s, 3),
             "maxrss_kb": result.max_rss_kb,
+            "trigger": job.trigger,
         }
         if new.state is JobState.QUEUED:
             self.log.warn("retry_scheduled", **fields, not_before=new.not_before)

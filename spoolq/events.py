@@ -39,8 +39,11 @@ class EventLog:
             parts = [f"{k}={_value(v)}" for k, v in clean.items()]
             line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
         with self._lock:
-            self.stream.write(line.rstrip() + "\n")
-            self.stream.flush()
+            try:
+                self.stream.write(line.rstrip() + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # whoever read our log went away; the daemon carries on
 
     def warn(self, event: str, **fields: Any) -> None:
         self.emit(event, "warning", **fields)

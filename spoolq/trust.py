@@ -25,10 +25,9 @@ class TrustPolicy:
 
     @classmethod
     def from_names(cls, names: tuple[str, ...], max_bytes: int) -> TrustPolicy:
-        """Trusted owners by user name; empty means the daemon's own user and root."""
-        if not names:
-            return cls(frozenset({os.geteuid(), 0}), max_bytes)
-        uids = set()
+        """Trusted owners: the daemon's own user and root always (either could run anything
+        as the daemon anyway), plus the users named in ``trusted_owners``."""
+        uids = {os.geteuid(), 0}
         for name in names:
             try:
                 uids.add(pwd.getpwnam(name).pw_uid)
@@ -132,20 +131,93 @@ def read_trigger(dir_fd: int, name: str, policy: TrustPolicy) -> TriggerFile:
     return TriggerFile(text, fst.st_dev, fst.st_ino, len(data), fst.st_mtime_ns)
 
 
-def check_directory(path: str, role: str, policy: TrustPolicy, allow_insecure: bool) -> None:
+def check_directory(
+    path: str, role: str, policy: TrustPolicy, allow_insecure: bool, *, private: bool = False
+) -> None:
     """Refuse a spool or state directory that anyone could plant files in or swap out.
 
-    World-writable is fine with the sticky bit (like /tmp: others cannot rename our
-    claimed files away); a directory owned by an untrusted user is not.
+    World-writable is fine for a spool with the sticky bit (like /tmp: others cannot rename
+    or delete what they do not own); a directory owned by an untrusted user is not, nor one
+    whose parent lets anyone replace it. ``private`` (the state directory, which holds the
+    claimed triggers and the store) also refuses group or other write access at all.
     """
     st = os.stat(path)
     if allow_insecure:
         return
     hint = "fix it, or set [security] allow_insecure_dirs = true to accept the risk"
-    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+    mode = stat.filemode(st.st_mode)
+    if private and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(
-            f"{role} {path} is world-writable without the sticky bit "
-            f"({stat.filemode(st.st_mode)}): chmod o-w or +t; {hint}"
+            f"{role} {path} is writable by group or others ({mode}): only the daemon's "
+            f"user may write there (chmod go-w {path}); {hint}"
+        )
+    if _open_to_all(st):
+        raise ConfigError(
+            f"{role} {path} is world-writable without the sticky bit ({mode}): "
+            f"chmod o-w or +t {path}; {hint}"
         )
     if st.st_uid not in policy.trusted_uids:
         raise ConfigError(f"{role} {path} is owned by untrusted {_owner(st.st_uid)}; {hint}")
+    real = os.path.realpath(path)
+    parent = os.path.dirname(real)
+    while parent != real:
+        if _open_to_all(os.stat(parent)):
+            raise ConfigError(
+                f"{role} {path}: its parent {parent} is world-writable without the sticky "
+                f"bit, so anyone could replace {path}; {hint}"
+            )
+        real, parent = parent, os.path.dirname(parent)
+
+
+def _open_to_all(st: os.stat_result) -> bool:
+    return bool(st.st_mode & stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir_beneath(top: str, directory: str) -> int:
+    """An fd for ``directory``, reached from ``top`` one component at a time without
+    following a symlink (``top`` itself is the configured spool and may be one).
+
+    A recursive scan can see a real subdirectory that a producer then swaps for a symlink
+    to somewhere else; renaming ``top/sub/x.trigger`` by path would then take a file from
+    outside the spool. With this fd the rename happens inside the directory that was
+    actually reached. Raises TriggerRejected for a symlinked or escaping component,
+    FileNotFoundError/NotADirectoryError when it is gone.
+    """
+    rel = os.path.relpath(directory, top)
+    parts = [] if rel == "." else rel.split(os.sep)
+    if ".." in parts:
+        raise TriggerRejected(f"{directory} is not inside {top}")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                    os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+                ):
+                    raise TriggerRejected(
+                        f"{directory}: {part!r} is a symlink; spoolq never follows one"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def text_path(path: str) -> tuple[str, str | None]:
+    """A file name that is not valid UTF-8 (decoded by Python with surrogate escapes)
+    cannot be stored or logged as text: return a printable form (\\xNN for each bad byte)
+    and the rejection reason, or the path unchanged and None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, "file name is not valid UTF-8"
+    return path, None

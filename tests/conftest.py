@@ -23,7 +23,9 @@ import pytest
 SPOOLQ = shutil.which("spoolq", path=str(Path(sys.executable).parent)) or "spoolq"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.01
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -31,7 +33,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 def publish(spool: Path, text: str, name: str | None = None) -> Path:
@@ -202,3 +204,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield e
     finally:
         e.close()
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return data[data.rfind(b")") + 2 :].split()[0] != b"Z"

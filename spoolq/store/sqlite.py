@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class SqliteStore(Store):
         self._db.row_factory = sqlite3.Row
         with self._translate():
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         self._inode = os.stat(path).st_ino
@@ -103,14 +104,40 @@ class SqliteStore(Store):
             return self._db.execute(self._q[name], params).fetchall()
 
     def _migrate(self) -> None:
-        current = self._db.execute("PRAGMA user_version").fetchone()[0]
         for number, script in queries.migrations("sqlite"):
-            if number <= current:
+            if self._user_version() >= number:
                 continue
-            # executescript commits; the version bump is part of the same script run.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+            # Several processes may open the same fresh file at once (two daemons, a daemon
+            # and a CLI): take the write lock first, then look at the version again, so each
+            # migration runs exactly once. (executescript would commit the lock away.)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._user_version() < number:
+                    for statement in _statements(script):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number:d}")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _enable_wal(self) -> None:
+        # Switching a fresh file to WAL needs an exclusive lock, and SQLite reports "locked"
+        # at once (without its busy handler) while another process opens the same file:
+        # wait for it like busy_timeout would. Once in WAL, the mode sticks to the file.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    def _user_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -475,6 +502,20 @@ class FifoListener:
         os.close(self._fd)
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, one at a time (sqlite3 runs one per execute)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip() and not all(
+        ln.strip().startswith("--") for ln in buf.splitlines() if ln.strip()
+    ):
+        raise StoreError(f"migration ends with an incomplete statement: {buf.strip()[:60]!r}")
 
 
 def _job(row: sqlite3.Row) -> Job:
