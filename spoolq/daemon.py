@@ -42,7 +42,9 @@ INGEST_BATCH = 512
 
 def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
     """Exponential backoff: base, 2*base, 4*base, ... capped at an hour, +-20% jitter."""
-    delay = min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
+    # The exponent is clamped: 2**1024 does not fit a float, and 2**64 * base is past the
+    # cap for any base worth having.
+    delay = min(BACKOFF_CAP, base * 2 ** min(64, max(0, failures - 1)))
     return float(min(BACKOFF_CAP, delay * (0.8 + 0.4 * rng())))
 
 
@@ -130,10 +132,8 @@ class Daemon:
         if not self.config.spool:
             raise ConfigError("no spool directory: pass one (spoolq run DIR) or add [[spool]]")
         allow = self.config.security.allow_insecure_dirs
-        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        check_directory(str(self.state.root), "state directory", self.policy, allow, private=True)
-        state_dev = os.stat(self.state.root).st_dev
-        for spool in self.config.spool:
+        devices = []
+        for spool in self.config.spool:  # spools first: the state dir is often inside one
             try:
                 st = os.stat(spool.path)
             except FileNotFoundError:
@@ -143,7 +143,12 @@ class Daemon:
             if not stat.S_ISDIR(st.st_mode):
                 raise ConfigError(f"spool {spool.path} is not a directory")
             check_directory(str(spool.path), "spool directory", self.policy, allow)
-            if st.st_dev != state_dev:
+            devices.append((spool, st.st_dev))
+        self.state.root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        check_directory(str(self.state.root), "state directory", self.policy, allow, private=True)
+        state_dev = os.stat(self.state.root).st_dev
+        for spool, dev in devices:
+            if dev != state_dev:
                 raise ConfigError(
                     f"state_dir {self.state.root} and spool {spool.path} are on different "
                     "filesystems; claiming needs rename(2): put state_dir beside the spool"
@@ -359,6 +364,10 @@ class Daemon:
             marks.append(self._shutdown_deadline)
         if self._intake or self._rescan_dirs or self._overflowed or self._unsaved:
             return 0
+        if self._dirty and not self._stopping and mono >= self._store_retry_at:
+            # Lanes with work found outside the loop's own steps (the start-up bootstrap:
+            # jobs already queued, jobs just rescued) must not wait for the next timer.
+            return 0
         return max(0.0, min(marks) - mono)
 
     def _handle_signals(self) -> None:
@@ -543,7 +552,14 @@ class Daemon:
             self.store.requeue_interrupted([job.id], self.clock())
             raise StoreUnavailable(f"cannot open the log {job.log}: {exc.strerror}") from exc
         self._running[job.id] = rj
-        self.log.emit("started", job=job.id, lane=job.lane, attempt=job.attempts, pid=rj.pid)
+        self.log.emit(
+            "started",
+            job=job.id,
+            lane=job.lane,
+            attempt=job.attempts,
+            pid=rj.pid,
+            trigger=job.trigger,
+        )
         self._after_step(rj, started=True)
 
     def _after_step(self, rj: RunningJob, started: bool = False) -> None:

@@ -20,13 +20,12 @@ def open_store(url: str, state_dir: Path) -> Store:
         from spoolq.store.sqlite import SqliteStore
 
         return SqliteStore(Path(url.removeprefix("sqlite://")))
+    if url.startswith(("postgresql://", "postgres://")):
+        from spoolq.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     from spoolq.errors import ConfigError
 
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"store = {url!r}: the PostgreSQL store is not part of this release yet; "
-            "use store = 'sqlite'"
-        )
     raise ConfigError(
         f"store = {url!r}: use 'sqlite', 'sqlite:///path/to.db' or 'postgresql://user@host/db'"
     )

@@ -7,6 +7,11 @@ INSERT INTO jobs (id, state, lane, priority, trigger, claimed_path, log, spec, i
 VALUES (:id, :state, :lane, :priority, :trigger, :claimed_path, :log, :spec, :idem_key,
         :retries, :retry_backoff, :timeout, :kill_grace, :on_success, :reason,
         :created_at, :finished_at, 0)
+RETURNING *
+
+-- name: lock_idem_key
+-- BEGIN IMMEDIATE already serializes writers: nothing more to lock.
+SELECT 1
 
 -- name: find_duplicate
 SELECT id FROM jobs
@@ -25,10 +30,12 @@ ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency
 INSERT INTO lanes (name, paused) VALUES (:name, :paused)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
 
--- name: lane_slots
-SELECT l.concurrency, l.paused,
-       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.lane = l.name) AS running
-FROM lanes l WHERE l.name = :lane
+-- name: lock_lane
+-- (the write lock of BEGIN IMMEDIATE is already held)
+SELECT concurrency, paused FROM lanes WHERE name = :lane
+
+-- name: running_in_lane
+SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
 
 -- name: next_queued
 SELECT seq FROM jobs
@@ -81,7 +88,7 @@ SELECT * FROM jobs WHERE state = 'running' AND owner = :owner ORDER BY seq
 SELECT * FROM jobs WHERE state = 'running' AND owner = :owner AND cancel_requested = 1
 
 -- name: next_due
-SELECT min(not_before) FROM jobs WHERE state = 'queued' AND not_before > :now
+SELECT min(not_before) AS v FROM jobs WHERE state = 'queued' AND not_before > :now
 
 -- name: lanes_with_work
 SELECT DISTINCT lane FROM jobs WHERE state = 'queued' AND not_before <= :now
@@ -104,6 +111,9 @@ SELECT * FROM jobs WHERE id = :id
 
 -- name: find_by_prefix
 SELECT * FROM jobs WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 2
+
+-- name: known_ids
+SELECT id, state FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: attempts
 SELECT * FROM attempts WHERE job_id = :job_id ORDER BY n
@@ -144,12 +154,11 @@ FROM lanes l ORDER BY l.name
 -- name: state_counts
 SELECT state, count(*) AS n FROM jobs GROUP BY state
 
--- name: prunable
-SELECT * FROM jobs WHERE finished_at IS NOT NULL AND finished_at < :before
+-- name: prune
+DELETE FROM jobs
+WHERE finished_at IS NOT NULL AND finished_at < :before
   AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
-
--- name: delete_job
-DELETE FROM jobs WHERE id = :id
+RETURNING *
 
 -- name: delete_attempts
-DELETE FROM attempts WHERE job_id = :id
+DELETE FROM attempts WHERE job_id IN (SELECT value FROM json_each(:ids))

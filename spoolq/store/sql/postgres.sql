@@ -1,0 +1,190 @@
+-- Named queries for the PostgreSQL store. Parameters are always bound (%(name)s).
+
+-- name: insert_job
+INSERT INTO spoolq_jobs (id, state, lane, priority, trigger, claimed_path, log, spec, idem_key,
+                         retries, retry_backoff, timeout, kill_grace, on_success, reason,
+                         created_at, finished_at, not_before)
+VALUES (%(id)s, %(state)s, %(lane)s, %(priority)s, %(trigger)s, %(claimed_path)s, %(log)s,
+        %(spec)s, %(idem_key)s, %(retries)s, %(retry_backoff)s, %(timeout)s, %(kill_grace)s,
+        %(on_success)s, %(reason)s, %(created_at)s, %(finished_at)s, 0)
+RETURNING *
+
+-- name: lock_idem_key
+SELECT pg_advisory_xact_lock(hashtext(%(key)s))
+
+-- name: find_duplicate
+SELECT id FROM spoolq_jobs
+WHERE idem_key = %(key)s
+  AND (state IN ('queued', 'running') OR (state = 'succeeded' AND finished_at >= %(since)s))
+LIMIT 1
+
+-- name: ensure_lane
+INSERT INTO spoolq_lanes (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING
+
+-- name: set_lane_concurrency
+INSERT INTO spoolq_lanes (name, concurrency) VALUES (%(name)s, %(concurrency)s)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency
+
+-- name: set_lane_paused
+INSERT INTO spoolq_lanes (name, paused) VALUES (%(name)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+
+-- name: lock_lane
+SELECT concurrency, paused FROM spoolq_lanes WHERE name = %(lane)s FOR UPDATE
+
+-- name: running_in_lane
+SELECT count(*) AS n FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)s
+
+-- name: next_queued
+SELECT seq FROM spoolq_jobs
+WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
+ORDER BY priority DESC, seq
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: start_job
+UPDATE spoolq_jobs
+SET state = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
+    pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = FALSE
+WHERE seq = %(seq)s
+RETURNING *
+
+-- name: insert_attempt
+INSERT INTO spoolq_attempts (job_id, n, started_at, owner)
+VALUES (%(job_id)s, %(n)s, %(now)s, %(owner)s)
+
+-- name: mark_started
+UPDATE spoolq_jobs SET pid = %(pid)s, pid_start = %(pid_start)s
+WHERE id = %(id)s AND state = 'running'
+
+-- name: close_attempt
+UPDATE spoolq_attempts
+SET finished_at = %(now)s, exit_code = %(exit_code)s, reason = %(reason)s,
+    wall_s = %(wall_s)s, cpu_s = %(cpu_s)s, max_rss_kb = %(max_rss_kb)s
+WHERE job_id = %(job_id)s AND n = %(n)s
+
+-- name: finish_job
+UPDATE spoolq_jobs
+SET state = %(state)s, exit_code = %(exit_code)s, reason = %(reason)s, finished_at = %(now)s,
+    failures = failures + %(failed)s, owner = NULL, pid = NULL, pid_start = NULL,
+    cancel_requested = FALSE
+WHERE id = %(id)s AND state = 'running'
+RETURNING *
+
+-- name: requeue_job
+UPDATE spoolq_jobs
+SET state = 'queued', exit_code = %(exit_code)s, reason = %(reason)s,
+    not_before = %(not_before)s, failures = failures + %(failed)s, owner = NULL, pid = NULL,
+    pid_start = NULL, cancel_requested = FALSE
+WHERE id = %(id)s AND state = 'running'
+RETURNING *
+
+-- name: running_jobs
+SELECT * FROM spoolq_jobs WHERE state = 'running' ORDER BY seq
+
+-- name: running_jobs_of
+SELECT * FROM spoolq_jobs WHERE state = 'running' AND owner = %(owner)s ORDER BY seq
+
+-- name: cancel_requests
+SELECT * FROM spoolq_jobs
+WHERE state = 'running' AND owner = %(owner)s AND cancel_requested
+
+-- name: next_due
+SELECT min(not_before) AS v FROM spoolq_jobs WHERE state = 'queued' AND not_before > %(now)s
+
+-- name: lanes_with_work
+SELECT DISTINCT lane FROM spoolq_jobs WHERE state = 'queued' AND not_before <= %(now)s
+
+-- name: register_daemon
+INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(pid_start)s, %(started_at)s, %(heartbeat_at)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+
+-- name: heartbeat
+UPDATE spoolq_daemons SET heartbeat_at = %(now)s WHERE id = %(id)s
+
+-- name: unregister_daemon
+DELETE FROM spoolq_daemons WHERE id = %(id)s
+
+-- name: daemons
+SELECT * FROM spoolq_daemons ORDER BY started_at
+
+-- name: get_job
+SELECT * FROM spoolq_jobs WHERE id = %(id)s
+
+-- name: find_by_prefix
+SELECT * FROM spoolq_jobs WHERE id >= %(prefix)s AND id < %(prefix)s || '~' ORDER BY id LIMIT 2
+
+-- name: known_ids
+SELECT id, state FROM spoolq_jobs WHERE id = ANY(%(ids)s)
+
+-- name: attempts
+SELECT * FROM spoolq_attempts WHERE job_id = %(job_id)s ORDER BY n
+
+-- name: list_jobs
+SELECT * FROM spoolq_jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(lane)s::text IS NULL OR lane = %(lane)s)
+ORDER BY seq DESC
+LIMIT %(limit)s
+
+-- name: cancel_queued
+UPDATE spoolq_jobs
+SET state = 'cancelled', reason = 'cancelled by operator', finished_at = %(now)s
+WHERE id = %(id)s AND state = 'queued'
+RETURNING *
+
+-- name: request_cancel
+UPDATE spoolq_jobs SET cancel_requested = TRUE
+WHERE id = %(id)s AND state = 'running'
+RETURNING *
+
+-- name: retry_job
+UPDATE spoolq_jobs
+SET state = 'queued', failures = 0, not_before = 0, finished_at = NULL, reason = NULL,
+    exit_code = NULL, cancel_requested = FALSE
+WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'succeeded') AND spec IS NOT NULL
+RETURNING *
+
+-- name: failed_ids
+SELECT id FROM spoolq_jobs WHERE state = 'failed' ORDER BY seq
+
+-- name: lane_status
+SELECT l.name, l.concurrency, l.paused,
+       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'running' AND j.lane = l.name)
+           AS running,
+       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'queued' AND j.lane = l.name)
+           AS queued,
+       (SELECT min(created_at) FROM spoolq_jobs j WHERE j.state = 'queued' AND j.lane = l.name)
+           AS oldest
+FROM spoolq_lanes l ORDER BY l.name
+
+-- name: state_counts
+SELECT state, count(*) AS n FROM spoolq_jobs GROUP BY state
+
+-- name: prune
+DELETE FROM spoolq_jobs
+WHERE finished_at IS NOT NULL AND finished_at < %(before)s
+  AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+RETURNING *
+
+-- name: delete_attempts
+DELETE FROM spoolq_attempts WHERE job_id = ANY(%(ids)s)
+
+-- name: notify
+SELECT pg_notify('spoolq', %(sender)s)
+
+-- name: listen
+LISTEN spoolq
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS spoolq_schema (version INTEGER NOT NULL)
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtext('spoolq-migrations'))
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS v FROM spoolq_schema
+
+-- name: set_schema_version
+INSERT INTO spoolq_schema (version) VALUES (%(version)s)

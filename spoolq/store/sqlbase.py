@@ -1,0 +1,346 @@
+"""The verbs of the store, written once over named SQL queries.
+
+SQLite and PostgreSQL differ in how a transaction is opened and locked, in parameter
+style, and in a few queries (``sql/<dialect>.sql``); the logic of each verb - what is read,
+decided and written inside one transaction - lives here.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from spoolq.errors import JobNotFound, SpoolqError
+from spoolq.jobs import (
+    Attempt,
+    AttemptResult,
+    DaemonInfo,
+    Job,
+    JobSpec,
+    JobState,
+    LaneStatus,
+    NewJob,
+)
+from spoolq.store.base import Store
+
+Row = Mapping[str, Any]
+
+
+class Tx(Protocol):
+    """One open transaction: run a named query with bound parameters."""
+
+    def one(self, query: str, /, **params: Any) -> Row | None: ...
+    def all(self, query: str, /, **params: Any) -> list[Row]: ...
+
+
+class SqlStore(Store):
+    @abc.abstractmethod
+    def _tx(self) -> contextlib.AbstractContextManager[Tx]:
+        """A write transaction that serializes with other writers as the verb needs."""
+
+    @abc.abstractmethod
+    def _read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read-only snapshot."""
+
+    def _ids(self, ids: Sequence[str]) -> Any:
+        """A list of ids as one bound parameter (an array, or JSON for SQLite)."""
+        return list(ids)
+
+    # -- intake ------------------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], *, dedup_window: float, now: float) -> list[Job]:
+        out = []
+        with self._tx() as tx:
+            for job in jobs:
+                reason = job.reason
+                key = job.spec.idem_key if job.spec else None
+                if reason is None and key is not None:
+                    tx.one("lock_idem_key", key=key)
+                    dup = tx.one("find_duplicate", key=key, since=now - dedup_window)
+                    if dup is not None:
+                        reason = f"duplicate: id {key!r} is already job {dup['id']}"
+                tx.one("ensure_lane", name=job.lane)
+                row = tx.one(
+                    "insert_job",
+                    id=job.id,
+                    state=(JobState.REJECTED if reason else JobState.QUEUED).value,
+                    lane=job.lane,
+                    priority=job.priority,
+                    trigger=job.trigger,
+                    claimed_path=job.claimed_path,
+                    log=job.log,
+                    spec=job.spec.to_json() if job.spec else None,
+                    idem_key=key,
+                    retries=job.retries,
+                    retry_backoff=job.retry_backoff,
+                    timeout=job.timeout,
+                    kill_grace=job.kill_grace,
+                    on_success=job.on_success,
+                    reason=reason,
+                    created_at=job.created_at,
+                    finished_at=now if reason else None,
+                )
+                assert row is not None
+                out.append(job_from_row(row))
+        return out
+
+    def known_ids(self, ids: Iterable[str]) -> dict[str, JobState]:
+        batch = list(ids)
+        found: dict[str, JobState] = {}
+        with self._read() as tx:
+            for i in range(0, len(batch), 5000):
+                for row in tx.all("known_ids", ids=self._ids(batch[i : i + 5000])):
+                    found[row["id"]] = JobState(row["state"])
+        return found
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def set_lanes(self, concurrency: dict[str, int]) -> None:
+        with self._tx() as tx:
+            for name, n in sorted(concurrency.items()):
+                tx.one("set_lane_concurrency", name=name, concurrency=n)
+
+    def claim_next(self, lane: str, owner: str, now: float) -> Job | None:
+        with self._tx() as tx:
+            slots = tx.one("lock_lane", lane=lane)
+            if slots is None or slots["paused"]:
+                return None
+            running = tx.one("running_in_lane", lane=lane)
+            if running is not None and running["n"] >= slots["concurrency"]:
+                return None
+            nxt = tx.one("next_queued", lane=lane, now=now)
+            if nxt is None:
+                return None
+            row = tx.one("start_job", seq=nxt["seq"], now=now, owner=owner)
+            assert row is not None
+            tx.one("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
+            return job_from_row(row)
+
+    def mark_started(self, job_id: str, pid: int, pid_start: str) -> None:
+        with self._tx() as tx:
+            tx.one("mark_started", id=job_id, pid=pid, pid_start=pid_start)
+
+    @staticmethod
+    def _close_attempt(tx: Tx, job: Job, result: AttemptResult | None, now: float) -> None:
+        tx.one(
+            "close_attempt",
+            job_id=job.id,
+            n=job.attempts,
+            now=now,
+            exit_code=result.exit_code if result else None,
+            reason=result.reason if result else "interrupted",
+            wall_s=round(result.wall_s if result else now - (job.started_at or now), 6),
+            cpu_s=round(result.cpu_s, 6) if result else None,
+            max_rss_kb=result.max_rss_kb if result else None,
+        )
+
+    def finish(self, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
+        with self._tx() as tx:
+            self._close_attempt(tx, job, result, now)
+            row = tx.one(
+                "finish_job",
+                id=job.id,
+                state=state.value,
+                exit_code=result.exit_code,
+                reason=result.reason,
+                now=now,
+                failed=int(state is JobState.FAILED),
+            )
+        return job_from_row(row) if row is not None else self.get(job.id)
+
+    def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
+        with self._tx() as tx:
+            self._close_attempt(tx, job, result, now)
+            row = tx.one(
+                "requeue_job",
+                id=job.id,
+                exit_code=result.exit_code,
+                reason=result.reason,
+                not_before=not_before,
+                failed=1,
+            )
+        return job_from_row(row) if row is not None else self.get(job.id)
+
+    def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
+        out = []
+        with self._tx() as tx:
+            for job_id in job_ids:
+                cur = tx.one("get_job", id=job_id)
+                if cur is None or cur["state"] != JobState.RUNNING.value:
+                    continue
+                self._close_attempt(tx, job_from_row(cur), None, now)
+                row = tx.one(
+                    "requeue_job",
+                    id=job_id,
+                    exit_code=None,
+                    reason="interrupted",
+                    not_before=now,
+                    failed=0,
+                )
+                assert row is not None
+                out.append(job_from_row(row))
+        return out
+
+    def running_jobs(self, owner: str | None = None) -> list[Job]:
+        with self._read() as tx:
+            if owner is None:
+                return [job_from_row(r) for r in tx.all("running_jobs")]
+            return [job_from_row(r) for r in tx.all("running_jobs_of", owner=owner)]
+
+    def cancel_requests(self, owner: str) -> list[Job]:
+        with self._read() as tx:
+            return [job_from_row(r) for r in tx.all("cancel_requests", owner=owner)]
+
+    def next_due(self, now: float) -> float | None:
+        with self._read() as tx:
+            row = tx.one("next_due", now=now)
+        value = row["v"] if row else None
+        return float(value) if value is not None else None
+
+    def lanes_with_work(self, now: float) -> list[str]:
+        with self._read() as tx:
+            return [r["lane"] for r in tx.all("lanes_with_work", now=now)]
+
+    # -- daemons -----------------------------------------------------------------------------
+    def register_daemon(self, info: DaemonInfo) -> None:
+        with self._tx() as tx:
+            tx.one(
+                "register_daemon",
+                id=info.id,
+                host=info.host,
+                pid=info.pid,
+                pid_start=info.pid_start,
+                started_at=info.started_at,
+                heartbeat_at=info.heartbeat_at,
+            )
+
+    def heartbeat(self, daemon_id: str, now: float) -> None:
+        with self._tx() as tx:
+            tx.one("heartbeat", id=daemon_id, now=now)
+
+    def unregister_daemon(self, daemon_id: str) -> None:
+        with self._tx() as tx:
+            tx.one("unregister_daemon", id=daemon_id)
+
+    def daemons(self) -> list[DaemonInfo]:
+        with self._read() as tx:
+            rows = tx.all("daemons")
+        return [
+            DaemonInfo(
+                r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["pid_start"]
+            )
+            for r in rows
+        ]
+
+    # -- operators ---------------------------------------------------------------------------
+    def get(self, ref: str) -> Job:
+        with self._read() as tx:
+            row = tx.one("get_job", id=ref)
+            rows = [row] if row is not None else tx.all("find_by_prefix", prefix=ref.upper())
+        if len(rows) > 1:
+            raise JobNotFound(ref, ambiguous=len(rows))
+        if not rows:
+            raise JobNotFound(ref)
+        return job_from_row(rows[0])
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        with self._read() as tx:
+            rows = tx.all("attempts", job_id=job_id)
+        return [Attempt(**{f.name: r[f.name] for f in dataclasses.fields(Attempt)}) for r in rows]
+
+    def list_jobs(
+        self, *, state: JobState | None = None, lane: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        with self._read() as tx:
+            rows = tx.all("list_jobs", state=state.value if state else None, lane=lane, limit=limit)
+        return [job_from_row(r) for r in rows]
+
+    def cancel(self, job_id: str, now: float) -> Job:
+        with self._tx() as tx:
+            row = tx.one("cancel_queued", id=job_id, now=now) or tx.one("request_cancel", id=job_id)
+            if row is None:
+                cur = tx.one("get_job", id=job_id)
+                if cur is None:
+                    raise JobNotFound(job_id)
+                raise SpoolqError(f"job {job_id} is already {cur['state']}; nothing to cancel")
+        return job_from_row(row)
+
+    def retry(self, job_id: str, now: float) -> Job:
+        with self._tx() as tx:
+            row = tx.one("retry_job", id=job_id)
+            if row is None:
+                cur = tx.one("get_job", id=job_id)
+                if cur is None:
+                    raise JobNotFound(job_id)
+                why = "it never parsed" if cur["spec"] is None else f"it is {cur['state']}"
+                raise SpoolqError(f"job {job_id} cannot be retried: {why}")
+        return job_from_row(row)
+
+    def failed_ids(self) -> list[str]:
+        with self._read() as tx:
+            return [r["id"] for r in tx.all("failed_ids")]
+
+    def set_paused(self, lane: str, paused: bool) -> None:
+        with self._tx() as tx:
+            tx.one("set_lane_paused", name=lane, paused=paused)
+
+    def lane_status(self) -> list[LaneStatus]:
+        with self._read() as tx:
+            rows = tx.all("lane_status")
+        return [
+            LaneStatus(
+                name=r["name"],
+                concurrency=r["concurrency"],
+                running=r["running"],
+                queued=r["queued"],
+                paused=bool(r["paused"]),
+                oldest_queued_at=r["oldest"],
+            )
+            for r in rows
+        ]
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in JobState}
+        with self._read() as tx:
+            counts.update({r["state"]: int(r["n"]) for r in tx.all("state_counts")})
+        return counts
+
+    def prune(self, finished_before: float) -> list[Job]:
+        with self._tx() as tx:
+            rows = tx.all("prune", before=finished_before)
+            if rows:
+                tx.all("delete_attempts", ids=self._ids([r["id"] for r in rows]))
+        return [job_from_row(r) for r in rows]
+
+
+def job_from_row(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        seq=row["seq"],
+        state=JobState(row["state"]),
+        lane=row["lane"],
+        priority=row["priority"],
+        trigger=row["trigger"],
+        claimed_path=row["claimed_path"],
+        log=row["log"],
+        spec=JobSpec.from_json(row["spec"]) if row["spec"] else None,
+        idem_key=row["idem_key"],
+        attempts=row["attempts"],
+        failures=row["failures"],
+        retries=row["retries"],
+        retry_backoff=row["retry_backoff"],
+        timeout=row["timeout"],
+        kill_grace=row["kill_grace"],
+        on_success=row["on_success"],
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        not_before=row["not_before"],
+        owner=row["owner"],
+        pid=row["pid"],
+        cancel_requested=bool(row["cancel_requested"]),
+        pid_start=row["pid_start"],
+    )
