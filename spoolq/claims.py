@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class Claimer:
         self.warn = warn
         self._claimed_fd = os.open(state.claimed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._origins: dict[str, Origin] = {}
+        self.home = f"{socket.gethostname()}:{state.root}"
         for spool in config.spool:
             self.remember_dir(spool, str(spool.path))
 
@@ -167,6 +169,7 @@ class Claimer:
             on_success=d.on_success,
             created_at=self.clock(),
             reason=reason,
+            home=self.home,
         )
 
     # -- after the store has spoken ----------------------------------------------------------

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from spoolq.errors import (
     UsageError,
 )
 from spoolq.events import EventLog
-from spoolq.jobs import ARCHIVE_DIR, Job, JobState, iso
+from spoolq.jobs import ARCHIVE_DIR, DaemonInfo, Job, JobState, iso
+from spoolq.runner import process_alive
 from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
@@ -300,12 +302,16 @@ def _print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _alive(d: DaemonInfo, now: float, config: Config) -> bool:
+    """On this host the kernel knows (pid and its start time: a kill -9 shows at once);
+    a daemon on another host is alive while its heartbeat is fresh."""
+    if d.host == socket.gethostname():
+        return process_alive(d.pid, d.pid_start)
+    return d.heartbeat_at >= now - config.stale_after
+
+
 def _daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
-    rows = []
-    for d in store.daemons():
-        alive = d.heartbeat_at >= now - config.stale_after
-        rows.append({**d.to_dict(), "alive": alive})
-    return rows
+    return [{**d.to_dict(), "alive": _alive(d, now, config)} for d in store.daemons()]
 
 
 @cli.command()
@@ -497,17 +503,25 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
 @click.pass_obj
 def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
     """Cancel jobs: a queued job never runs; a running one is terminated."""
-    with s.store() as (_c, state, store):
+    with s.store() as (config, state, store):
         # Resolve every reference first: a typo in the third id cancels nothing.
         ids = [store.get(ref).id for ref in job_refs]
         try:
             for job_id in ids:
-                job = store.cancel(job_id, time.time())
+                now = time.time()
+                job = store.cancel(job_id, now)
                 if job.state is JobState.CANCELLED:
                     _move_file(state, job)
                     click.echo(f"{job.id} cancelled")
-                else:
+                    continue
+                owner = next((d for d in store.daemons() if d.id == job.owner), None)
+                if owner is not None and _alive(owner, now, config):
                     click.echo(f"{job.id} is running: its daemon is terminating it")
+                else:
+                    click.echo(
+                        f"{job.id} is running but its daemon ({job.owner}) is gone: the "
+                        "daemon that next rescues it stops it instead of running it again"
+                    )
         finally:
             store.notify()  # even after an error, wake the daemon for the ones done
 

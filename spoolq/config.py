@@ -328,9 +328,10 @@ def _toml_location(loc: tuple[int | str, ...]) -> str:
     if parts[0] == "spool" and len(parts) >= 2 and isinstance(parts[1], int):
         rest = ".".join(str(p) for p in parts[2:])
         return f"[[spool]] #{parts[1] + 1} {rest}".rstrip()
-    if parts[0] in ("lanes", "jobs") and len(parts) >= 3:
+    if parts[0] in ("lanes", "jobs") and len(parts) >= 2:
+        # len 2: a check of the whole table (e.g. argv against params) names the table.
         table = f"[{parts[0]}.{parts[1]}]"
-        return f"{table} {'.'.join(str(p) for p in parts[2:])}"
+        return f"{table} {'.'.join(str(p) for p in parts[2:])}".rstrip()
     if parts[0] in ("defaults", "security", "http") and len(parts) >= 2:
         return f"[{parts[0]}] {'.'.join(str(p) for p in parts[1:])}"
     return ".".join(str(p) for p in parts)

@@ -38,6 +38,7 @@ from spoolq.watcher import InotifyWatcher, Watcher, make_watchers, scan_spool
 BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
 INGEST_BATCH = 512
+WRITE_IDLE_LIMIT = 60.0  # seconds without a write before an unclosed file counts as complete
 
 
 def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
@@ -216,8 +217,8 @@ class Daemon:
         )
         others_alive = self._rescue(now)
         self._reconcile(min_age=10.0 if others_alive else 0.0)
-        self._dirty.update(self.store.lanes_with_work(now))
-        self._due_at = self.store.next_due(now)
+        self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))
+        self._due_at = self.store.next_due(now, self._claimer.home)
 
     def _reconcile(self, min_age: float) -> None:
         """claimed/ against the store: revive claims without a row, archive the triggers
@@ -273,8 +274,13 @@ class Daemon:
             ):
                 self.log.warn("orphan_killed", job=job.id, pid=job.pid)
         for job in self.store.requeue_interrupted([j.id for j in stale], now):
-            self.log.warn("interrupted", job=job.id, lane=job.lane, attempt=job.attempts)
             self._dirty.add(job.lane)
+            if job.state is JobState.CANCELLED:
+                self.log.warn("cancelled", job=job.id, lane=job.lane, reason=job.reason)
+                if not self._claimer.archive(job):
+                    self._needs_reconcile = True
+                continue
+            self.log.warn("interrupted", job=job.id, lane=job.lane, attempt=job.attempts)
         return self._peers
 
     # -- intake (any thread) ---------------------------------------------------------------
@@ -313,6 +319,9 @@ class Daemon:
                 elif fd == self._listener_fd:
                     drain()
                     self._control()
+                    # An operator on another host may have cancelled or retried a job whose
+                    # trigger lives here: put files where the states say, at the next beat.
+                    self._needs_reconcile = True
                 else:
                     rj = self._by_fd.get(fd)
                     if rj is not None:
@@ -422,11 +431,11 @@ class Daemon:
                 self._reconcile(min_age=10.0 if self._peers else 0.0)
             self._rescue(now)
             self._control()
-            self._due_at = self.store.next_due(now)
+            self._due_at = self.store.next_due(now, self._claimer.home)
         if self._due_at is not None and self.clock() >= self._due_at:
             now = self.clock()
-            self._dirty.update(self.store.lanes_with_work(now))
-            self._due_at = self.store.next_due(now)
+            self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))
+            self._due_at = self.store.next_due(now, self._claimer.home)
         if self._stopping:
             return
         if self._overflowed:
@@ -484,7 +493,11 @@ class Daemon:
         if not stat.S_ISREG(st.st_mode):
             return True  # nothing to wait for; the trust check will reject it
         if path in self._writing:
-            return False  # inotify will report IN_CLOSE_WRITE
+            if self.clock() - st.st_mtime < WRITE_IDLE_LIMIT:
+                return False  # inotify will report IN_CLOSE_WRITE
+            # No close event after a minute of silence: a file that appeared without an
+            # open/close (a hard link whose first name was removed) or a lost event.
+            self._writing.discard(path)
         key = (st.st_size, st.st_mtime_ns)
         if self.clock() - st.st_mtime >= spool.settle:
             return True
@@ -526,7 +539,7 @@ class Daemon:
         lanes, self._dirty = self._dirty, set()
         for lane in sorted(lanes):
             while True:
-                job = self.store.claim_next(lane, self.id, self.clock())
+                job = self.store.claim_next(lane, self.id, self.clock(), self._claimer.home)
                 if job is None:
                     break
                 crash_point("started")
@@ -627,8 +640,8 @@ class Daemon:
                 self.log.emit("cancelling", job=job.id, lane=job.lane)
                 rj.terminate("cancelled")
         now = self.clock()
-        self._dirty.update(self.store.lanes_with_work(now))
-        self._due_at = self.store.next_due(now)
+        self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))
+        self._due_at = self.store.next_due(now, self._claimer.home)
 
     def _passthrough_env(self) -> dict[str, str]:
         allowed = self.config.security.env_passthrough

@@ -91,8 +91,11 @@ def run_demo(
 ) -> DemoResult:
     console = console or Console()
     ws = Path(workspace or tempfile.mkdtemp(prefix="spoolq-demo-"))
+    ws.mkdir(parents=True, exist_ok=True)
     for sub in ("spool", "staging", "state"):
-        (ws / sub).mkdir(parents=True, exist_ok=True)
+        # not group-writable whatever the umask: spoolq refuses a state dir others can write
+        (ws / sub).mkdir(exist_ok=True, mode=0o750)
+        (ws / sub).chmod(0o750)
     cfg = ws / "spoolq.toml"
     cfg.write_text(_config(ws))
     console.print(f"[bold]spoolq demo[/] in {ws}")

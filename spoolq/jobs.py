@@ -82,6 +82,7 @@ class NewJob:
     on_success: str
     created_at: float
     reason: str | None = None  # set for a job that is recorded as rejected
+    home: str = ""  # host:state_dir of the daemon that claimed it (where its files are)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,7 @@ def _parse_json(text: str, config: Config, spool_dir: Path | None) -> JobSpec:
         if template is None:
             known = ", ".join(sorted(config.jobs)) or "none defined"
             raise TriggerRejected(f"key 'job': unknown job template {doc.job!r} (known: {known})")
-        return _from_template(doc, doc.job, template, env)
+        return _from_template(doc, doc.job, template, env, config)
 
     if not config.security.allow_commands:
         raise TriggerRejected(
@@ -197,10 +197,11 @@ def _parse_json(text: str, config: Config, spool_dir: Path | None) -> JobSpec:
 
 
 def _from_template(
-    doc: _TriggerDoc, name: str, template: JobTemplate, env: dict[str, str]
+    doc: _TriggerDoc, name: str, template: JobTemplate, env: dict[str, str], config: Config
 ) -> JobSpec:
     """What the template sets is the administrator's decision: a trigger may fill in only
-    what the template leaves open, and set env only where ``allow_env`` permits."""
+    what the template leaves open, set env only where ``allow_env`` permits, and name only
+    a lane the config knows (an ad-hoc lane would escape a lane's serialization)."""
     if doc.cwd is not None:
         raise TriggerRejected("key 'cwd': not allowed with a job template (set it there)")
     fixed: tuple[tuple[str, object, object], ...] = (
@@ -214,6 +215,11 @@ def _from_template(
                 f"key {key!r}: job template {name!r} sets {key} = {mine}; "
                 "a trigger cannot change it"
             )
+    if doc.lane is not None and template.lane is None and doc.lane not in known_lanes(config):
+        raise TriggerRejected(
+            f"key 'lane': {doc.lane!r} is not a lane of the config; a job template trigger "
+            f"may only name one of: {', '.join(sorted(known_lanes(config)))}"
+        )
     for var in env:
         if not template.env_allowed(var):
             raise TriggerRejected(
@@ -231,6 +237,11 @@ def _from_template(
         cwd=str(template.cwd) if template.cwd else None,
         template=name,
     )
+
+
+def known_lanes(config: Config) -> set[str]:
+    lanes = {"default", *config.lanes, *(s.lane for s in config.spool)}
+    return lanes | {t.lane for t in config.jobs.values() if t.lane}
 
 
 def _no_nul(key: str, value: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -36,9 +37,21 @@ def matches(spool: SpoolConfig, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in spool.patterns)
 
 
+def _arrival(entry: os.DirEntry[str]) -> tuple[int, str]:
+    try:
+        mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        mtime = 0  # gone already: the claim will find out
+    return mtime, entry.name
+
+
 def scan_spool(spool: SpoolConfig, exclude: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Every matching entry of the spool (and its subdirectories when recursive), never
-    descending into ``exclude`` (the state directory) or through symlinks."""
+    descending into ``exclude`` (the state directory) or through symlinks.
+
+    Oldest first (by mtime, then name): directory order is a hash order, and a backlog
+    found by a scan (at start, after an overflow) must queue in the order it was published,
+    so that equal priorities run first in, first out."""
     stack = [str(spool.path)]
     excluded = str(exclude)
     while stack:
@@ -48,13 +61,16 @@ def scan_spool(spool: SpoolConfig, exclude: Path) -> Iterator[tuple[str, os.DirE
                 entries = list(it)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
+        found = []
         for entry in entries:
             if entry.path == excluded:
                 continue
             if spool.recursive and entry.is_dir(follow_symlinks=False):
                 stack.append(entry.path)
             elif matches(spool, entry.name):
-                yield entry.path, entry
+                found.append(entry)
+        for entry in sorted(found, key=_arrival):
+            yield entry.path, entry
 
 
 class Watcher:
@@ -151,10 +167,12 @@ class InotifyWatcher(Watcher):
             self._offer(spool, path, True)
         elif mask & (C.IN_CREATE | C.IN_MODIFY):
             try:
-                regular = os.path.isfile(path) and not os.path.islink(path)
+                st = os.lstat(path)
             except OSError:
                 return
-            if regular:
+            # A hard link (link(2)) is created whole and never closed after writing: judge
+            # it now (the trust check rejects it) instead of waiting for IN_CLOSE_WRITE.
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
                 self.writing.add(path)  # complete at IN_CLOSE_WRITE
             else:
                 self._offer(spool, path, True)  # FIFO, symlink, socket: judge now

@@ -6,6 +6,7 @@ deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,10 +73,8 @@ class DaemonProcess:
         for line in self.proc.stderr:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     self.events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()

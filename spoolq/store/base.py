@@ -66,9 +66,11 @@ class Store(abc.ABC):
         """Declare lanes and their concurrency (the config of the latest daemon wins)."""
 
     @abc.abstractmethod
-    def claim_next(self, lane: str, owner: str, now: float) -> Job | None:
+    def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
         """Move the best queued job of ``lane`` to running if the lane has a free slot and is
-        not paused; priority first, then FIFO; skips jobs whose ``not_before`` is later."""
+        not paused; priority first, then FIFO; skips jobs whose ``not_before`` is later.
+        With ``home``, only jobs claimed under that home (host:state_dir), whose trigger
+        and log live there; the lane limit counts running jobs of every home."""
 
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...
@@ -83,7 +85,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
-        """Jobs whose daemon died mid-run: close the attempt as interrupted, queue again."""
+        """Jobs whose daemon died mid-run: close the attempt as interrupted and queue them
+        again - or, if an operator asked to cancel them meanwhile, end them cancelled."""
 
     @abc.abstractmethod
     def running_jobs(self, owner: str | None = None) -> list[Job]: ...
@@ -93,11 +96,11 @@ class Store(abc.ABC):
         """Running jobs of ``owner`` that an operator asked to cancel."""
 
     @abc.abstractmethod
-    def next_due(self, now: float) -> float | None:
+    def next_due(self, now: float, home: str | None = None) -> float | None:
         """The earliest future ``not_before`` of a queued job (to sleep until then)."""
 
     @abc.abstractmethod
-    def lanes_with_work(self, now: float) -> list[str]:
+    def lanes_with_work(self, now: float, home: str | None = None) -> list[str]:
         """Lanes that have a queued job due now."""
 
     # -- daemons ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ is taken with ``FOR UPDATE SKIP LOCKED``. Control commands wake daemons with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -108,23 +109,26 @@ class PostgresStore(SqlStore):
 
     # -- notification ------------------------------------------------------------------------
     def listen(self, daemon_id: str) -> PgListener:
-        return PgListener(self)
+        return PgListener(self, daemon_id)
 
     def notify(self, exclude: str | None = None) -> None:
         with self._tx() as tx:
-            tx.one("notify", sender=exclude or "")
+            tx.all("notify", exclude=exclude)
 
 
 class PgListener:
     """A second connection that LISTENs; the daemon polls its socket."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, daemon_id: str) -> None:
+        from psycopg import sql
+
         self._pg = store._pg
         try:
             self._conn = self._pg.connect(store.url, autocommit=True)
         except self._pg.OperationalError as exc:
             raise StoreUnavailable(f"cannot connect to {store._redacted()}: {exc}") from exc
-        self._conn.execute(store._q["listen"])
+        channel = "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
+        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
     def fileno(self) -> int:
         return int(self._conn.fileno())

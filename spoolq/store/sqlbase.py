@@ -70,6 +70,7 @@ class SqlStore(Store):
                     priority=job.priority,
                     trigger=job.trigger,
                     claimed_path=job.claimed_path,
+                    home=job.home,
                     log=job.log,
                     spec=job.spec.to_json() if job.spec else None,
                     idem_key=key,
@@ -101,7 +102,7 @@ class SqlStore(Store):
             for name, n in sorted(concurrency.items()):
                 tx.one("set_lane_concurrency", name=name, concurrency=n)
 
-    def claim_next(self, lane: str, owner: str, now: float) -> Job | None:
+    def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
         with self._tx() as tx:
             slots = tx.one("lock_lane", lane=lane)
             if slots is None or slots["paused"]:
@@ -109,7 +110,7 @@ class SqlStore(Store):
             running = tx.one("running_in_lane", lane=lane)
             if running is not None and running["n"] >= slots["concurrency"]:
                 return None
-            nxt = tx.one("next_queued", lane=lane, now=now)
+            nxt = tx.one("next_queued", lane=lane, now=now, home=home)
             if nxt is None:
                 return None
             row = tx.one("start_job", seq=nxt["seq"], now=now, owner=owner)
@@ -170,14 +171,26 @@ class SqlStore(Store):
                 if cur is None or cur["state"] != JobState.RUNNING.value:
                     continue
                 self._close_attempt(tx, job_from_row(cur), None, now)
-                row = tx.one(
-                    "requeue_job",
-                    id=job_id,
-                    exit_code=None,
-                    reason="interrupted",
-                    not_before=now,
-                    failed=0,
-                )
+                if cur["cancel_requested"]:
+                    # An operator cancelled it while its daemon was gone: honour that.
+                    row = tx.one(
+                        "finish_job",
+                        id=job_id,
+                        state=JobState.CANCELLED.value,
+                        exit_code=None,
+                        reason="cancelled by operator",
+                        now=now,
+                        failed=0,
+                    )
+                else:
+                    row = tx.one(
+                        "requeue_job",
+                        id=job_id,
+                        exit_code=None,
+                        reason="interrupted",
+                        not_before=now,
+                        failed=0,
+                    )
                 assert row is not None
                 out.append(job_from_row(row))
         return out
@@ -192,15 +205,15 @@ class SqlStore(Store):
         with self._read() as tx:
             return [job_from_row(r) for r in tx.all("cancel_requests", owner=owner)]
 
-    def next_due(self, now: float) -> float | None:
+    def next_due(self, now: float, home: str | None = None) -> float | None:
         with self._read() as tx:
-            row = tx.one("next_due", now=now)
+            row = tx.one("next_due", now=now, home=home)
         value = row["v"] if row else None
         return float(value) if value is not None else None
 
-    def lanes_with_work(self, now: float) -> list[str]:
+    def lanes_with_work(self, now: float, home: str | None = None) -> list[str]:
         with self._read() as tx:
-            return [r["lane"] for r in tx.all("lanes_with_work", now=now)]
+            return [r["lane"] for r in tx.all("lanes_with_work", now=now, home=home)]
 
     # -- daemons -----------------------------------------------------------------------------
     def register_daemon(self, info: DaemonInfo) -> None:

@@ -3,6 +3,7 @@ database and the job records it leaves behind."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -
         spans = sorted(
             (a.started_at, a.finished_at or 0.0) for j in jobs for a in store.attempts(j.id)
         )
-        assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:], strict=False))
+        assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
     finally:
         store.close()
     # The contrast run hit DuckDB's lock conflicts.

@@ -1,10 +1,12 @@
 -- Named queries for the PostgreSQL store. Parameters are always bound (%(name)s).
 
 -- name: insert_job
-INSERT INTO spoolq_jobs (id, state, lane, priority, trigger, claimed_path, log, spec, idem_key,
+INSERT INTO spoolq_jobs (id, state, lane, priority, trigger, claimed_path, home, log, spec,
+                         idem_key,
                          retries, retry_backoff, timeout, kill_grace, on_success, reason,
                          created_at, finished_at, not_before)
-VALUES (%(id)s, %(state)s, %(lane)s, %(priority)s, %(trigger)s, %(claimed_path)s, %(log)s,
+VALUES (%(id)s, %(state)s, %(lane)s, %(priority)s, %(trigger)s, %(claimed_path)s, %(home)s,
+        %(log)s,
         %(spec)s, %(idem_key)s, %(retries)s, %(retry_backoff)s, %(timeout)s, %(kill_grace)s,
         %(on_success)s, %(reason)s, %(created_at)s, %(finished_at)s, 0)
 RETURNING *
@@ -38,6 +40,7 @@ SELECT count(*) AS n FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)
 -- name: next_queued
 SELECT seq FROM spoolq_jobs
 WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
+  AND (%(home)s::text IS NULL OR home = %(home)s)
 ORDER BY priority DESC, seq
 LIMIT 1
 FOR UPDATE SKIP LOCKED
@@ -90,10 +93,12 @@ SELECT * FROM spoolq_jobs
 WHERE state = 'running' AND owner = %(owner)s AND cancel_requested
 
 -- name: next_due
-SELECT min(not_before) AS v FROM spoolq_jobs WHERE state = 'queued' AND not_before > %(now)s
+SELECT min(not_before) AS v FROM spoolq_jobs
+WHERE state = 'queued' AND not_before > %(now)s AND (%(home)s::text IS NULL OR home = %(home)s)
 
 -- name: lanes_with_work
-SELECT DISTINCT lane FROM spoolq_jobs WHERE state = 'queued' AND not_before <= %(now)s
+SELECT DISTINCT lane FROM spoolq_jobs
+WHERE state = 'queued' AND not_before <= %(now)s AND (%(home)s::text IS NULL OR home = %(home)s)
 
 -- name: register_daemon
 INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at)
@@ -172,10 +177,9 @@ RETURNING *
 DELETE FROM spoolq_attempts WHERE job_id = ANY(%(ids)s)
 
 -- name: notify
-SELECT pg_notify('spoolq', %(sender)s)
-
--- name: listen
-LISTEN spoolq
+-- One channel per daemon (see PgListener), so that a daemon can wake its peers only.
+SELECT pg_notify('spoolq_' || substr(md5(id), 1, 24), '')
+FROM spoolq_daemons WHERE id IS DISTINCT FROM %(exclude)s
 
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS spoolq_schema (version INTEGER NOT NULL)

@@ -1,10 +1,10 @@
 -- Named queries for the SQLite store. Parameters are always bound (:name).
 
 -- name: insert_job
-INSERT INTO jobs (id, state, lane, priority, trigger, claimed_path, log, spec, idem_key,
+INSERT INTO jobs (id, state, lane, priority, trigger, claimed_path, home, log, spec, idem_key,
                   retries, retry_backoff, timeout, kill_grace, on_success, reason,
                   created_at, finished_at, not_before)
-VALUES (:id, :state, :lane, :priority, :trigger, :claimed_path, :log, :spec, :idem_key,
+VALUES (:id, :state, :lane, :priority, :trigger, :claimed_path, :home, :log, :spec, :idem_key,
         :retries, :retry_backoff, :timeout, :kill_grace, :on_success, :reason,
         :created_at, :finished_at, 0)
 RETURNING *
@@ -40,6 +40,7 @@ SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
 -- name: next_queued
 SELECT seq FROM jobs
 WHERE state = 'queued' AND lane = :lane AND not_before <= :now
+  AND (:home IS NULL OR home = :home)
 ORDER BY priority DESC, seq
 LIMIT 1
 
@@ -88,10 +89,12 @@ SELECT * FROM jobs WHERE state = 'running' AND owner = :owner ORDER BY seq
 SELECT * FROM jobs WHERE state = 'running' AND owner = :owner AND cancel_requested = 1
 
 -- name: next_due
-SELECT min(not_before) AS v FROM jobs WHERE state = 'queued' AND not_before > :now
+SELECT min(not_before) AS v FROM jobs
+WHERE state = 'queued' AND not_before > :now AND (:home IS NULL OR home = :home)
 
 -- name: lanes_with_work
-SELECT DISTINCT lane FROM jobs WHERE state = 'queued' AND not_before <= :now
+SELECT DISTINCT lane FROM jobs
+WHERE state = 'queued' AND not_before <= :now AND (:home IS NULL OR home = :home)
 
 -- name: register_daemon
 INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at)

@@ -1,0 +1,87 @@
+"""Several daemons ("hosts": separate spools and state directories) sharing one PostgreSQL
+store: lane limits hold across them, and control commands reach them through NOTIFY."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, publish, wait_until
+
+psycopg = pytest.importorskip("psycopg")
+PG = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    try:
+        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
+    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG else "?"
+    try:
+        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+def _host(tmp: Path, name: str, url: str) -> Env:
+    root = tmp / name
+    root.mkdir()
+    env = Env(root)
+    env.write_config(f'store = "{url}"\n[lanes.warehouse]\nconcurrency = 1\n')
+    return env
+
+
+def test_two_hosts_share_a_lane_limit(tmp_path: Path, pg_url: str) -> None:
+    a, b = _host(tmp_path, "a", pg_url), _host(tmp_path, "b", pg_url)
+    try:
+        da, db = a.start(), b.start()
+        ledger = tmp_path / "ledger"
+        for i in range(8):
+            for env in (a, b):
+                cmd = (
+                    f'{{"lane": "warehouse", "command": "echo start $SPOOLQ_JOB_ID >> {ledger};'
+                    f' sleep 0.05; echo end $SPOOLQ_JOB_ID >> {ledger}"}}'
+                )
+                publish(env.spool, cmd, f"{env.root.name}{i}.trigger")
+        wait_until(
+            lambda: len(da.find("succeeded")) + len(db.find("succeeded")) == 16, 60, "16 jobs"
+        )
+        lines = ledger.read_text().split("\n")[:-1]
+        # start/end strictly alternate: never two warehouse jobs at once, on any host
+        kinds = [ln.split()[0] for ln in lines]
+        assert kinds == ["start", "end"] * 16
+        assert {e["job"] for e in da.find("succeeded")} & {
+            e["job"] for e in db.find("succeeded")
+        } == set()
+        assert da.find("succeeded") and db.find("succeeded")  # both hosts did work
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancel_from_another_host_reaches_the_running_job(tmp_path: Path, pg_url: str) -> None:
+    a, ops = _host(tmp_path, "a", pg_url), _host(tmp_path, "ops", pg_url)
+    try:
+        d = a.start()
+        a.publish('{"lane": "warehouse", "argv": ["sleep", "300"]}', "long.trigger")
+        started = d.wait_for("started")[0]
+        res = ops.cli("cancel", started["job"], check=True)  # another host, another state dir
+        assert "terminating" in res.stdout
+        d.wait_for("cancelled", job=started["job"], timeout=20)
+        job = ops.job(started["job"])
+        assert job["state"] == "cancelled"
+        # the trigger file lives on host a; its daemon moves it to cancelled/
+        wait_until(lambda: list((a.state / "cancelled").iterdir()), 30, "archived trigger")
+    finally:
+        a.close()
+        ops.close()
