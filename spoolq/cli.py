@@ -217,6 +217,11 @@ def run(
     )
     if not config.spool:
         raise UsageError("no spool directory: spoolq run DIR, or [[spool]] path in the config")
+    if config.http.listen:
+        raise ConfigError(
+            f"[http] listen = {config.http.listen!r} (or --http): the status page and /metrics "
+            "are not part of this release; remove the setting"
+        )
     state = s.state(config)
     log = EventLog(config.log_format)
     delay = 0.5
