@@ -538,10 +538,9 @@ class Daemon:
             return
         lanes, self._dirty = self._dirty, set()
         for lane in sorted(lanes):
-            while True:
-                job = self.store.claim_next(lane, self.id, self.clock(), self._claimer.home)
-                if job is None:
-                    break
+            # One transaction claims every free slot; a finishing job marks its lane dirty
+            # again, so a full lane costs no further claim until a slot frees.
+            for job in self.store.claim_batch(lane, self.id, self.clock(), self._claimer.home):
                 crash_point("started")
                 self._launch(job)
 

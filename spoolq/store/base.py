@@ -66,11 +66,19 @@ class Store(abc.ABC):
         """Declare lanes and their concurrency (the config of the latest daemon wins)."""
 
     @abc.abstractmethod
+    def claim_batch(
+        self, lane: str, owner: str, now: float, home: str | None = None, limit: int | None = None
+    ) -> list[Job]:
+        """In one transaction, move as many queued jobs of ``lane`` to running as the lane
+        has free slots (at most ``limit``), unless it is paused: priority first, then FIFO,
+        skipping jobs whose ``not_before`` is later. With ``home``, only jobs claimed under
+        that home (host:state_dir), whose trigger and log live there; the lane limit counts
+        the running jobs of every home."""
+
     def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
-        """Move the best queued job of ``lane`` to running if the lane has a free slot and is
-        not paused; priority first, then FIFO; skips jobs whose ``not_before`` is later.
-        With ``home``, only jobs claimed under that home (host:state_dir), whose trigger
-        and log live there; the lane limit counts running jobs of every home."""
+        """``claim_batch`` for one job."""
+        jobs = self.claim_batch(lane, owner, now, home, limit=1)
+        return jobs[0] if jobs else None
 
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...

@@ -102,21 +102,27 @@ class SqlStore(Store):
             for name, n in sorted(concurrency.items()):
                 tx.one("set_lane_concurrency", name=name, concurrency=n)
 
-    def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
+    def claim_batch(
+        self, lane: str, owner: str, now: float, home: str | None = None, limit: int | None = None
+    ) -> list[Job]:
         with self._tx() as tx:
             slots = tx.one("lock_lane", lane=lane)
             if slots is None or slots["paused"]:
-                return None
+                return []
             running = tx.one("running_in_lane", lane=lane)
-            if running is not None and running["n"] >= slots["concurrency"]:
-                return None
-            nxt = tx.one("next_queued", lane=lane, now=now, home=home)
-            if nxt is None:
-                return None
-            row = tx.one("start_job", seq=nxt["seq"], now=now, owner=owner)
-            assert row is not None
-            tx.one("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
-            return job_from_row(row)
+            free = slots["concurrency"] - (running["n"] if running is not None else 0)
+            if limit is not None:
+                free = min(free, limit)
+            claimed: list[Job] = []
+            for _ in range(max(0, free)):
+                nxt = tx.one("next_queued", lane=lane, now=now, home=home)
+                if nxt is None:
+                    break
+                row = tx.one("start_job", seq=nxt["seq"], now=now, owner=owner)
+                assert row is not None
+                tx.one("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
+                claimed.append(job_from_row(row))
+            return claimed
 
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None:
         with self._tx() as tx:
