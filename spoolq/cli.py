@@ -272,6 +272,8 @@ def submit(
         if not config.spool:
             raise UsageError("no spool directory: pass -d DIR (or configure [[spool]])")
         spool_dir = config.spool[0].path
+    if params and not job:
+        raise UsageError("--param needs --job NAME (parameters fill in a job template)")
     doc = build_trigger(
         argv=list(argv) or None,
         command=shell,

@@ -30,7 +30,13 @@ from spoolq.errors import ConfigError, StoreUnavailable
 from spoolq.events import EventLog
 from spoolq.faults import crash_point
 from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
-from spoolq.runner import RunningJob, kill_orphan_group, pid_start_time, process_alive
+from spoolq.runner import (
+    RunningJob,
+    job_process_groups,
+    kill_orphan_groups,
+    pid_start_time,
+    process_alive,
+)
 from spoolq.store.base import Store
 from spoolq.trust import TrustPolicy, check_directory
 from spoolq.watcher import InotifyWatcher, Watcher, make_watchers, scan_spool
@@ -81,6 +87,7 @@ class Daemon:
         self._settling: dict[str, tuple[SpoolConfig, tuple[int, int], float]] = {}
         self._unsaved: list[NewJob] = []  # claimed, not yet recorded (store down)
         self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
+        self._unmarked: list[tuple[str, int, str]] = []  # pids not yet recorded
         self._store_retry_at = 0.0
         self._store_backoff = 0.5
         self._signals = 0
@@ -267,12 +274,11 @@ class Daemon:
         self._peers = len(live) > 1
         stale = [j for j in self.store.running_jobs() if j.owner not in live]
         for job in stale:
-            owner_host = (job.owner or "").rpartition("@")[2]
-            same_host = job.pid and owner_host == self.host
-            if same_host and kill_orphan_group(
-                job.pid or 0, job.pid_start or "", job.kill_grace, time.sleep
-            ):
-                self.log.warn("orphan_killed", job=job.id, pid=job.pid)
+            if (job.owner or "").rpartition("@")[2] != self.host:
+                continue  # another host's processes are out of reach (and died with it)
+            groups = job_process_groups(job.id, job.pid, job.pid_start or "")
+            if kill_orphan_groups(groups, job.kill_grace, time.sleep):
+                self.log.warn("orphan_killed", job=job.id, process_groups=len(groups))
         for job in self.store.requeue_interrupted([j.id for j in stale], now):
             self._dirty.add(job.lane)
             if job.state is JobState.CANCELLED:
@@ -331,6 +337,7 @@ class Daemon:
                         self._after_step(rj)
             self._handle_signals()
             self._tick_jobs()
+            self._guarded(self._record_pids)
             self._guarded(self._record_ended)
             self._guarded(self._timers)
             if not self._stopping:
@@ -410,6 +417,13 @@ class Daemon:
             if d is not None and mono >= d:
                 rj.tick()
                 self._after_step(rj)
+
+    def _record_pids(self) -> None:
+        while self._unmarked:
+            job_id, pid, start = self._unmarked[0]
+            if job_id in self._running:
+                self.store.mark_started(job_id, pid, start)
+            self._unmarked.pop(0)
 
     def _record_ended(self) -> None:
         while self._unrecorded:
@@ -583,10 +597,11 @@ class Daemon:
         if rj.pidfd is not None and rj.pidfd not in self._by_fd:
             self._by_fd[rj.pidfd] = rj
             self._poll.register(rj.pidfd, select.POLLIN)
+            # Recorded so that a later daemon can kill it if this one dies; retried while
+            # the store is unavailable (and found by its environment even if never stored).
             assert rj.pid is not None
-            self._guarded(
-                lambda: self.store.mark_started(rj.job.id, rj.pid or 0, pid_start_time(rj.pid or 0))
-            )
+            self._unmarked.append((rj.job.id, rj.pid, pid_start_time(rj.pid)))
+            self._guarded(self._record_pids)
 
     def _complete(self, rj: RunningJob) -> None:
         result = rj.result
@@ -618,7 +633,9 @@ class Daemon:
             "maxrss_kb": result.max_rss_kb,
             "trigger": job.trigger,
         }
-        if new.state is JobState.QUEUED:
+        if new.state is JobState.QUEUED and rj.stop_reason == "shutdown":
+            self.log.warn("interrupted", **fields)
+        elif new.state is JobState.QUEUED:
             self.log.warn("retry_scheduled", **fields, not_before=new.not_before)
         elif new.state is JobState.SUCCEEDED:
             self.log.emit("succeeded", **fields)

@@ -294,18 +294,43 @@ def process_alive(pid: int, start: str) -> bool:
     return not start or pid_start_time(pid) == start
 
 
-def kill_orphan_group(pid: int, start: str, grace: float, sleep: Callable[[float], None]) -> bool:
-    """Terminate the process group of a job whose daemon died, if that job still runs here.
+def job_process_groups(job_id: str, pid: int | None = None, start: str = "") -> set[int]:
+    """Process groups on this host still running the job: the recorded pid's group if that
+    process is still the one we started, and every process whose environment carries
+    ``SPOOLQ_JOB_ID=<job_id>`` (which also finds a job whose pid never reached the store,
+    and the steps after the first)."""
+    groups: set[int] = set()
+    if pid and process_alive(pid, start):
+        groups.add(pid)
+    marker = f"SPOOLQ_JOB_ID={job_id}\0".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker not in fh.read() + b"\0":
+                    continue
+            groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ProcessLookupError):
+            continue  # gone, or not ours to read
+    return groups
+
+
+def kill_orphan_groups(groups: set[int], grace: float, sleep: Callable[[float], None]) -> bool:
+    """Terminate the process groups of a job whose daemon died (SIGTERM, grace, SIGKILL).
 
     Returns True if something was killed. Used before re-queuing, so that a job never runs
     twice at once in a lane.
     """
-    if not process_alive(pid, start) and not _group_alive(pid):
+    alive = {g for g in groups if _group_alive(g)}
+    if not alive:
         return False
-    _killpg(pid, signal.SIGTERM)
+    for g in alive:
+        _killpg(g, signal.SIGTERM)
     waited = 0.0
-    while waited < grace and _group_alive(pid):
+    while waited < grace and any(_group_alive(g) for g in alive):
         sleep(0.05)
         waited += 0.05
-    _killpg(pid, signal.SIGKILL)
+    for g in alive:
+        _killpg(g, signal.SIGKILL)
     return True

@@ -212,3 +212,10 @@ def process_running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return data[data.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+def wait_claimed_empty(env: Env, timeout: float = 10.0) -> None:
+    """A finished job's trigger leaves claimed/ just after the job's outcome is recorded
+    (and logged): wait for that before looking in done/, failed/ or rejected/."""
+    claimed = env.state / "claimed"
+    wait_until(lambda: not any(claimed.iterdir()), timeout, "claimed/ to be empty")

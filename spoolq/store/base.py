@@ -72,8 +72,8 @@ class Store(abc.ABC):
         """In one transaction, move as many queued jobs of ``lane`` to running as the lane
         has free slots (at most ``limit``), unless it is paused: priority first, then FIFO,
         skipping jobs whose ``not_before`` is later. With ``home``, only jobs claimed under
-        that home (host:state_dir), whose trigger and log live there; the lane limit counts
-        the running jobs of every home."""
+        that home (host:state_dir), whose trigger and log live there, and jobs with no home;
+        the lane limit counts the running jobs of every home."""
 
     def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
         """``claim_batch`` for one job."""

@@ -40,7 +40,7 @@ SELECT count(*) AS n FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)
 -- name: next_queued
 SELECT seq FROM spoolq_jobs
 WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
-  AND (%(home)s::text IS NULL OR home = %(home)s)
+  AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
 ORDER BY priority DESC, seq
 LIMIT 1
 FOR UPDATE SKIP LOCKED
@@ -94,11 +94,11 @@ WHERE state = 'running' AND owner = %(owner)s AND cancel_requested
 
 -- name: next_due
 SELECT min(not_before) AS v FROM spoolq_jobs
-WHERE state = 'queued' AND not_before > %(now)s AND (%(home)s::text IS NULL OR home = %(home)s)
+WHERE state = 'queued' AND not_before > %(now)s AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
 
 -- name: lanes_with_work
 SELECT DISTINCT lane FROM spoolq_jobs
-WHERE state = 'queued' AND not_before <= %(now)s AND (%(home)s::text IS NULL OR home = %(home)s)
+WHERE state = 'queued' AND not_before <= %(now)s AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
 
 -- name: register_daemon
 INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at)

@@ -40,7 +40,7 @@ SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
 -- name: next_queued
 SELECT seq FROM jobs
 WHERE state = 'queued' AND lane = :lane AND not_before <= :now
-  AND (:home IS NULL OR home = :home)
+  AND (:home IS NULL OR home = :home OR home = '')
 ORDER BY priority DESC, seq
 LIMIT 1
 
@@ -90,11 +90,11 @@ SELECT * FROM jobs WHERE state = 'running' AND owner = :owner AND cancel_request
 
 -- name: next_due
 SELECT min(not_before) AS v FROM jobs
-WHERE state = 'queued' AND not_before > :now AND (:home IS NULL OR home = :home)
+WHERE state = 'queued' AND not_before > :now AND (:home IS NULL OR home = :home OR home = '')
 
 -- name: lanes_with_work
 SELECT DISTINCT lane FROM jobs
-WHERE state = 'queued' AND not_before <= :now AND (:home IS NULL OR home = :home)
+WHERE state = 'queued' AND not_before <= :now AND (:home IS NULL OR home = :home OR home = '')
 
 -- name: register_daemon
 INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at)

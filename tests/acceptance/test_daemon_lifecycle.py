@@ -1,0 +1,98 @@
+"""Shutdown as an operator sees it: the first SIGTERM/SIGINT drains (running jobs finish,
+nothing new is claimed, exit 0), a second one stops running jobs, which run again at the
+next start."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.conftest import Env, process_running, wait_until
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_first_signal_drains_running_jobs_and_claims_nothing_new(
+    env: Env, sig: signal.Signals
+) -> None:
+    d = env.start()
+    release, out = env.root / "release", env.root / "out.txt"
+    running = env.publish(
+        f"while [ ! -e {release} ]; do sleep 0.02; done; echo finished > {out}\n",
+        name="running.trigger",
+    )
+    job_id = d.wait_for("started", trigger=str(running))[0]["job"]
+    d.signal(sig)
+    assert d.wait_for("stopping")[0]["running"] == 1
+    late = env.publish(f"touch {env.root / 'late.txt'}\n", name="late.trigger")
+    assert d.proc.poll() is None  # still waiting for the running job
+    release.touch()
+    assert d.proc.wait(30) == 0
+    d.wait_for("stopped")
+    assert out.read_text() == "finished\n"
+    assert env.job(job_id)["state"] == "succeeded"
+    # Published after the signal: left in the spool, untouched, for the next daemon.
+    assert late.exists()
+    assert [j["id"] for j in env.jobs()] == [job_id]
+    assert not d.find("queued", trigger=str(late))
+
+    d2 = env.start()
+    d2.wait_for("succeeded", trigger=str(late))
+    assert (env.root / "late.txt").exists()
+    assert d2.stop() == 0
+
+
+# No periodic wake-up to hide behind: what is queued at start must start at once.
+NO_TIMERS = 'heartbeat_interval = "1h"\n'
+
+
+def test_second_signal_terminates_running_jobs_which_rerun_at_next_start(env: Env) -> None:
+    env.write_config(NO_TIMERS)
+    d = env.start()
+    attempts, pids = env.root / "attempts.txt", env.root / "pids.txt"
+    trigger = env.publish(
+        f'echo "$SPOOLQ_ATTEMPT" >> {attempts}; echo $$ >> {pids}; '
+        '[ "$SPOOLQ_ATTEMPT" -ge 2 ] && exit 0; '
+        "while true; do sleep 0.02; done\n",
+        name="endless.trigger",
+    )
+    job_id = d.wait_for("started", trigger=str(trigger))[0]["job"]
+    wait_until(pids.exists, what="job running")
+    pid = int(pids.read_text())
+    d.signal(signal.SIGTERM)
+    d.wait_for("stopping")
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(30) == 0
+    assert not process_running(pid)
+    job = env.job(job_id)
+    assert job["state"] == "queued"
+    assert [a["reason"] for a in job["attempt_history"]] == ["interrupted"]
+    # The trigger stays claimed (not back in the spool, not archived) until the job is done.
+    assert not trigger.exists()
+    assert len(list((env.state / "claimed").iterdir())) == 1
+
+    d2 = env.start()
+    d2.wait_for("succeeded", job=job_id)
+    assert attempts.read_text() == "1\n2\n"
+    job = env.job(job_id)
+    assert (job["state"], job["attempts"]) == ("succeeded", 2)
+    assert [j["id"] for j in env.jobs()] == [job_id]
+    assert d2.stop() == 0
+
+
+def test_jobs_queued_in_the_store_run_at_the_next_start(env: Env) -> None:
+    """A backlog left queued by a stopped daemon starts as soon as a daemon starts again,
+    with no new trigger to wake it."""
+    env.write_config(NO_TIMERS)
+    d = env.start()
+    env.cli("pause", "default", check=True)
+    out = env.root / "out.txt"
+    for i in range(3):
+        env.publish(f"echo {i} >> {out}\n", name=f"q{i}.trigger")
+    d.wait_for("queued", count=3)
+    assert d.stop() == 0
+    env.cli("resume", "default", check=True)  # no daemon running: recorded in the store
+    d2 = env.start()
+    d2.wait_for("succeeded", count=3)
+    assert out.read_text() == "0\n1\n2\n"
+    assert d2.stop() == 0

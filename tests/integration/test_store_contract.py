@@ -1,0 +1,991 @@
+"""The contract every ``Store`` must honour, run against each implementation.
+
+Each test gets a ``store`` (and a ``kit`` that can open more connections to the same store,
+as other processes would). Times are injected (``now``), never slept on. SQLite: a real file
+in ``tmp_path``. PostgreSQL: a fresh schema on $SPOOLQ_TEST_POSTGRES, skipped when no server
+answers there. SQLite-only details (migrations, the file itself) come last.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from spoolq.claims import new_job_id
+from spoolq.errors import JobNotFound, SpoolqError
+from spoolq.jobs import AttemptResult, DaemonInfo, Job, JobSpec, JobState, NewJob
+from spoolq.store import Listener, Store, open_store, queries
+from spoolq.store.sqlite import SqliteStore
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_000.0
+DAY = 86_400.0
+WINDOW = 14 * DAY
+OK = AttemptResult(exit_code=0, reason=None, wall_s=1.5, cpu_s=0.25, max_rss_kb=2048)
+EXIT3 = AttemptResult(exit_code=3, reason="exit 3", wall_s=0.5, cpu_s=0.125, max_rss_kb=1024)
+KILLED = AttemptResult(exit_code=-15, reason="cancelled", wall_s=0.75, cpu_s=0.0, max_rss_kb=512)
+
+
+# Where the PostgreSQL runs look for a server; without one they are skipped.
+POSTGRES = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class StoreKit:
+    """Opens stores of one kind. ``open()`` is another connection to the *same* store, as a
+    second process would have; ``url`` and ``state_dir`` let a real second process do the
+    same through ``open_store``."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.state_dir = tmp_path / "state"
+        self._opened: list[Store] = []
+        self._cleanup: list[Callable[[], None]] = []
+        if kind == "sqlite":
+            self.url = f"sqlite:///{self.state_dir / 'spoolq.db'}"
+        elif kind == "postgresql":
+            self.url = self._postgres_schema()
+        else:  # pragma: no cover
+            raise AssertionError(f"unknown store kind {kind}")
+
+    def _postgres_schema(self) -> str:
+        """A fresh schema per test on the server, dropped afterwards."""
+        psycopg = pytest.importorskip("psycopg")
+        try:
+            admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"no PostgreSQL server at {POSTGRES}: {exc}")
+        schema = f"spoolq_c_{uuid.uuid4().hex[:12]}"
+        admin.execute(f"CREATE SCHEMA {schema}")
+
+        def drop() -> None:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.close()
+
+        self._cleanup.append(drop)
+        sep = "&" if "?" in POSTGRES else "?"
+        return f"{POSTGRES}{sep}options=-csearch_path%3D{schema}"
+
+    def open(self) -> Store:
+        store = open_store(self.url, self.state_dir)
+        self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+        for cleanup in self._cleanup:
+            cleanup()
+
+
+# One entry per store implementation; every test below runs against each.
+STORE_KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
+    k = StoreKit(request.param, tmp_path)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture
+def store(kit: StoreKit) -> Store:
+    return kit.open()
+
+
+def new_job(
+    *,
+    lane: str = "default",
+    priority: int = 0,
+    key: str | None = None,
+    reason: str | None = None,
+    parsed: bool = True,
+    retries: int = 0,
+    created_at: float = T0,
+    job_id: str | None = None,
+    home: str = "",
+    state_dir: Path = Path("/srv/state"),
+) -> NewJob:
+    job_id = job_id or new_job_id()
+    spec = (
+        JobSpec(
+            steps=(("/bin/sh", "-c", "echo hi"), ("true",)),
+            lane=lane,
+            idem_key=key,
+            priority=priority,
+            env={"A": "1"},
+            cwd="/srv/spool",
+        )
+        if parsed
+        else None
+    )
+    return NewJob(
+        id=job_id,
+        lane=lane,
+        trigger=f"/srv/spool/{job_id}.trigger",
+        claimed_path=str(state_dir / "claimed" / f"{job_id}.x.trigger"),
+        log=str(state_dir / "logs" / f"{job_id}.log"),
+        spec=spec,
+        priority=priority,
+        timeout=90.0,
+        retries=retries,
+        retry_backoff=5.0,
+        kill_grace=10.0,
+        on_success="archive",
+        created_at=created_at,
+        reason=reason,
+        home=home,
+    )
+
+
+def enqueue1(store: Store, now: float = T0, **kw: object) -> Job:
+    (job,) = store.enqueue([new_job(created_at=now, **kw)], dedup_window=WINDOW, now=now)  # type: ignore[arg-type]
+    return job
+
+
+def run_to(store: Store, state: JobState, *, now: float = T0, **kw: object) -> Job:
+    """A job taken through the store to ``state`` (it is the only job in its lane)."""
+    job = enqueue1(store, now, **kw)
+    if state is JobState.QUEUED:
+        return job
+    if state is JobState.REJECTED:
+        raise AssertionError("use reason= to make a rejected job")
+    running = store.claim_next(job.lane, "d1", now + 1)
+    assert running is not None and running.id == job.id
+    if state is JobState.RUNNING:
+        return running
+    result = {JobState.SUCCEEDED: OK, JobState.FAILED: EXIT3, JobState.CANCELLED: KILLED}[state]
+    return store.finish(running, result, state, now + 2)
+
+
+def claim_all(store: Store, lane: str, owner: str, now: float) -> list[Job]:
+    got = []
+    while (job := store.claim_next(lane, owner, now)) is not None:
+        got.append(job)
+    return got
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+def test_enqueue_records_each_job_queued_with_everything_it_was_given(store: Store) -> None:
+    given = [new_job(lane="db", priority=p) for p in (0, 5, -1)]
+    stored = store.enqueue(given, dedup_window=WINDOW, now=T0 + 1)
+    assert [j.id for j in stored] == [g.id for g in given]
+    for g, j in zip(given, stored, strict=True):
+        assert j.state is JobState.QUEUED
+        assert (j.lane, j.priority, j.trigger, j.claimed_path, j.log) == (
+            g.lane, g.priority, g.trigger, g.claimed_path, g.log
+        )  # fmt: skip
+        assert j.spec == g.spec
+        assert (j.timeout, j.retries, j.retry_backoff, j.kill_grace) == (90.0, 0, 5.0, 10.0)
+        assert j.on_success == "archive"
+        assert (j.attempts, j.failures, j.reason, j.exit_code) == (0, 0, None, None)
+        assert (j.created_at, j.started_at, j.finished_at) == (T0, None, None)
+        assert store.get(j.id) == j
+
+
+def test_enqueue_with_a_reason_records_a_rejected_job_that_never_runs(store: Store) -> None:
+    job = enqueue1(store, reason="key 'argv': not a list", parsed=False)
+    assert job.state is JobState.REJECTED
+    assert job.reason == "key 'argv': not a list"
+    assert job.spec is None
+    assert job.finished_at == T0
+    assert store.claim_next("default", "d1", T0 + 1) is None
+
+
+@pytest.mark.parametrize("original", [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED])
+def test_enqueue_rejects_a_duplicate_of_a_live_or_recently_succeeded_job(
+    store: Store, original: JobState
+) -> None:
+    first = run_to(store, original, key="load-2024-01-01")
+    dup = enqueue1(store, T0 + 3 * DAY, key="load-2024-01-01")
+    assert dup.state is JobState.REJECTED
+    assert dup.reason is not None
+    assert "duplicate" in dup.reason
+    assert first.id in dup.reason
+    assert store.get(first.id).state is original
+
+
+@pytest.mark.parametrize("original", [JobState.FAILED, JobState.CANCELLED])
+def test_enqueue_allows_the_key_again_after_a_failure_or_cancel(
+    store: Store, original: JobState
+) -> None:
+    run_to(store, original, key="k")
+    again = enqueue1(store, T0 + 10, key="k")
+    assert again.state is JobState.QUEUED
+
+
+def test_enqueue_allows_the_key_again_after_a_rejected_job(store: Store) -> None:
+    enqueue1(store, key="k", reason="bad env")
+    assert enqueue1(store, T0 + 1, key="k").state is JobState.QUEUED
+
+
+def test_enqueue_allows_the_key_once_the_success_is_older_than_the_window(store: Store) -> None:
+    run_to(store, JobState.SUCCEEDED, key="k")  # finished at T0 + 2
+    assert enqueue1(store, T0 + 2 + WINDOW - 1, key="k").state is JobState.REJECTED
+    assert enqueue1(store, T0 + 2 + WINDOW + 1, key="k").state is JobState.QUEUED
+
+
+def test_enqueue_dedups_within_one_batch_and_leaves_other_keys_alone(store: Store) -> None:
+    a, b, c = new_job(key="k"), new_job(key="k"), new_job(key="other")
+    stored = store.enqueue([a, b, c], dedup_window=WINDOW, now=T0)
+    assert [j.state for j in stored] == [JobState.QUEUED, JobState.REJECTED, JobState.QUEUED]
+    assert stored[1].reason is not None and a.id in stored[1].reason
+
+
+def test_known_ids_returns_the_states_of_ids_that_exist(store: Store) -> None:
+    queued = enqueue1(store)
+    rejected = enqueue1(store, reason="nope")
+    unknown = [new_job_id() for _ in range(1200)]  # more than one batch of placeholders
+    found = store.known_ids([*unknown[:700], queued.id, *unknown[700:], rejected.id])
+    assert found == {queued.id: JobState.QUEUED, rejected.id: JobState.REJECTED}
+    assert store.known_ids([]) == {}
+
+
+# -- claim_next ------------------------------------------------------------------------------
+def test_claim_next_returns_none_when_there_is_nothing_to_do(store: Store) -> None:
+    assert store.claim_next("default", "d1", T0) is None
+    store.set_lanes({"db": 2})
+    assert store.claim_next("db", "d1", T0) is None
+    assert store.claim_next("never-heard-of", "d1", T0) is None
+
+
+def test_claim_next_starts_an_attempt_owned_by_the_claimer(store: Store) -> None:
+    queued = enqueue1(store)
+    job = store.claim_next("default", "d1", T0 + 5)
+    assert job is not None and job.id == queued.id
+    assert job.state is JobState.RUNNING
+    assert (job.attempts, job.started_at, job.owner) == (1, T0 + 5, "d1")
+    (attempt,) = store.attempts(job.id)
+    assert (attempt.n, attempt.started_at, attempt.finished_at, attempt.owner) == (
+        1, T0 + 5, None, "d1"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_claim_next_never_exceeds_the_lane_concurrency(store: Store, limit: int) -> None:
+    store.set_lanes({"db": limit})
+    store.enqueue([new_job(lane="db") for _ in range(limit + 2)], dedup_window=WINDOW, now=T0)
+    running = claim_all(store, "db", "d1", T0)
+    assert len(running) == limit
+    store.finish(running[0], OK, JobState.SUCCEEDED, T0 + 1)
+    again = claim_all(store, "db", "d1", T0 + 1)
+    assert len(again) == 1
+    assert len(store.running_jobs()) == limit
+
+
+def test_lanes_have_separate_limits_and_an_unknown_lane_gets_one_slot(store: Store) -> None:
+    store.set_lanes({"db": 1, "web": 2})
+    store.enqueue(
+        [new_job(lane=lane) for lane in ("db", "db", "web", "web", "web", "adhoc", "adhoc")],
+        dedup_window=WINDOW,
+        now=T0,
+    )
+    assert len(claim_all(store, "db", "d1", T0)) == 1
+    assert len(claim_all(store, "web", "d1", T0)) == 2
+    assert len(claim_all(store, "adhoc", "d1", T0)) == 1
+    status = {s.name: s for s in store.lane_status()}
+    assert status["adhoc"].concurrency == 1
+
+
+def test_set_lanes_latest_concurrency_wins(store: Store) -> None:
+    store.set_lanes({"db": 1})
+    store.enqueue([new_job(lane="db") for _ in range(3)], dedup_window=WINDOW, now=T0)
+    assert len(claim_all(store, "db", "d1", T0)) == 1
+    store.set_lanes({"db": 3})
+    assert len(claim_all(store, "db", "d1", T0)) == 2
+    assert {s.name: s.concurrency for s in store.lane_status()}["db"] == 3
+
+
+def test_a_paused_lane_queues_but_starts_nothing_until_resumed(store: Store) -> None:
+    store.set_lanes({"db": 2})
+    store.set_paused("db", True)
+    job = enqueue1(store, lane="db")
+    assert job.state is JobState.QUEUED
+    assert store.claim_next("db", "d1", T0 + 1) is None
+    (status,) = [s for s in store.lane_status() if s.name == "db"]
+    assert (status.paused, status.queued, status.running) == (True, 1, 0)
+    store.set_paused("db", False)
+    claimed = store.claim_next("db", "d1", T0 + 2)
+    assert claimed is not None and claimed.id == job.id
+
+
+def test_pausing_a_lane_nobody_declared_yet_holds_its_first_job(store: Store) -> None:
+    store.set_paused("later", True)
+    enqueue1(store, lane="later")
+    assert store.claim_next("later", "d1", T0) is None
+
+
+def test_claim_next_takes_higher_priority_first_then_fifo(store: Store) -> None:
+    store.set_lanes({"default": 10})
+    jobs = store.enqueue(
+        [new_job(priority=p) for p in (0, 5, 0, 5, -3, 9)], dedup_window=WINDOW, now=T0
+    )
+    order = [j.id for j in claim_all(store, "default", "d1", T0)]
+    assert order == [jobs[i].id for i in (5, 1, 3, 0, 2, 4)]
+
+
+def test_claim_next_skips_a_job_whose_not_before_is_later(store: Store) -> None:
+    store.set_lanes({"default": 5})
+    waiting = run_to(store, JobState.RUNNING, retries=1)
+    store.schedule_retry(waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    later = enqueue1(store, T0 + 3)
+    claimed = store.claim_next("default", "d1", T0 + 4)
+    assert claimed is not None and claimed.id == later.id  # the due one, though younger
+    assert store.claim_next("default", "d1", T0 + 59.9) is None
+    due = store.claim_next("default", "d1", T0 + 60)
+    assert due is not None and due.id == waiting.id
+
+
+def test_claim_batch_fills_the_free_slots_in_one_call(store: Store) -> None:
+    store.set_lanes({"db": 3})
+    jobs = store.enqueue(
+        [new_job(lane="db", priority=p) for p in (0, 0, 5, 0, 1)], dedup_window=WINDOW, now=T0
+    )
+    first = store.claim_next("db", "d1", T0)
+    assert first is not None and first.id == jobs[2].id
+    batch = store.claim_batch("db", "d2", T0 + 1)
+    assert [j.id for j in batch] == [jobs[4].id, jobs[0].id]  # priority, then FIFO
+    assert all(j.state is JobState.RUNNING and j.owner == "d2" for j in batch)
+    assert all(len(store.attempts(j.id)) == 1 for j in batch)
+    assert store.claim_batch("db", "d2", T0 + 1) == []  # full
+    store.finish(first, OK, JobState.SUCCEEDED, T0 + 2)
+    assert [j.id for j in store.claim_batch("db", "d2", T0 + 2)] == [jobs[1].id]
+
+
+def test_claim_batch_respects_limit_pause_and_not_before(store: Store) -> None:
+    store.set_lanes({"db": 5})
+    waiting = run_to(store, JobState.RUNNING, lane="db", retries=1)
+    store.schedule_retry(waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    store.enqueue([new_job(lane="db") for _ in range(3)], dedup_window=WINDOW, now=T0 + 3)
+    assert len(store.claim_batch("db", "d1", T0 + 3, limit=1)) == 1
+    store.set_paused("db", True)
+    assert store.claim_batch("db", "d1", T0 + 3) == []
+    store.set_paused("db", False)
+    batch = store.claim_batch("db", "d1", T0 + 3)
+    assert len(batch) == 2
+    assert waiting.id not in {j.id for j in batch}  # not due before T0 + 60
+    assert [j.id for j in store.claim_batch("db", "d1", T0 + 60)] == [waiting.id]
+    assert store.claim_batch("db", "d1", T0 + 60) == []
+    assert store.claim_batch("nowhere", "d1", T0) == []
+
+
+def test_a_home_claims_only_its_own_jobs_but_shares_the_lane_limit(store: Store) -> None:
+    """Daemons on different hosts share lanes; each runs only the triggers it claimed."""
+    store.set_lanes({"db": 2})
+    a1 = enqueue1(store, lane="db", home="hostA:/s")
+    b1 = enqueue1(store, T0 + 1, lane="db", home="hostB:/s")
+    a2 = enqueue1(store, T0 + 2, lane="db", home="hostA:/s")
+    b2 = enqueue1(store, T0 + 3, lane="db", home="hostB:/s")
+    assert store.lanes_with_work(T0 + 5, home="hostA:/s") == ["db"]
+    got_a = store.claim_next("db", "dA", T0 + 5, home="hostA:/s")
+    assert got_a is not None and got_a.id == a1.id
+    got_b = store.claim_batch("db", "dB", T0 + 5, home="hostB:/s")
+    assert [j.id for j in got_b] == [b1.id]  # one slot left of 2, though B has 2 waiting
+    assert store.claim_next("db", "dA", T0 + 5, home="hostA:/s") is None
+    store.finish(got_a, OK, JobState.SUCCEEDED, T0 + 6)
+    again = store.claim_next("db", "dA", T0 + 6, home="hostA:/s")
+    assert again is not None and again.id == a2.id
+    assert store.lanes_with_work(T0 + 6, home="hostA:/s") == []
+    assert store.lanes_with_work(T0 + 6, home="hostB:/s") == ["db"]
+    assert store.lanes_with_work(T0 + 6) == ["db"]
+    assert store.get(b2.id).state is JobState.QUEUED
+
+
+def test_next_due_can_be_asked_for_one_home(store: Store) -> None:
+    store.set_lanes({"default": 5})
+    for home, wait in (("hostA:/s", 300), ("hostB:/s", 60)):
+        running = run_to(store, JobState.RUNNING, home=home, retries=1)
+        store.schedule_retry(running, EXIT3, not_before=T0 + wait, now=T0 + 2)
+    assert store.next_due(T0 + 2) == T0 + 60
+    assert store.next_due(T0 + 2, home="hostA:/s") == T0 + 300
+    assert store.next_due(T0 + 2, home="hostC:/s") is None
+
+
+# -- running a job ---------------------------------------------------------------------------
+def test_mark_started_records_the_process(store: Store) -> None:
+    job = run_to(store, JobState.RUNNING)
+    store.mark_started(job.id, 4242, "12345")
+    got = store.get(job.id)
+    assert (got.pid, got.pid_start) == (4242, "12345")
+
+
+def test_mark_started_does_not_touch_a_job_that_is_no_longer_running(store: Store) -> None:
+    job = run_to(store, JobState.SUCCEEDED)
+    store.mark_started(job.id, 4242, "12345")
+    assert store.get(job.id).pid is None
+
+
+@pytest.mark.parametrize(
+    ("state", "result", "failures"),
+    [
+        (JobState.SUCCEEDED, OK, 0),
+        (JobState.FAILED, EXIT3, 1),
+        (JobState.CANCELLED, KILLED, 0),
+    ],
+)
+def test_finish_ends_the_job_and_records_the_attempt(
+    store: Store, state: JobState, result: AttemptResult, failures: int
+) -> None:
+    running = run_to(store, JobState.RUNNING)
+    store.mark_started(running.id, 4242, "1")
+    done = store.finish(store.get(running.id), result, state, T0 + 9)
+    assert done.state is state
+    assert (done.exit_code, done.reason, done.finished_at) == (
+        result.exit_code, result.reason, T0 + 9
+    )  # fmt: skip
+    assert (done.failures, done.attempts) == (failures, 1)
+    assert (done.owner, done.pid) == (None, None)
+    assert store.get(running.id) == done
+    (attempt,) = store.attempts(running.id)
+    assert (attempt.exit_code, attempt.reason, attempt.finished_at) == (
+        result.exit_code, result.reason, T0 + 9
+    )  # fmt: skip
+    assert (attempt.wall_s, attempt.cpu_s, attempt.max_rss_kb) == (
+        result.wall_s, result.cpu_s, result.max_rss_kb
+    )  # fmt: skip
+    assert store.running_jobs() == []
+    assert store.claim_next("default", "d1", T0 + 10) is None
+
+
+def test_schedule_retry_counts_the_failure_and_queues_the_job_for_later(store: Store) -> None:
+    running = run_to(store, JobState.RUNNING, retries=2)
+    again = store.schedule_retry(running, EXIT3, not_before=T0 + 30, now=T0 + 2)
+    assert again.state is JobState.QUEUED
+    assert (again.failures, again.attempts, again.not_before) == (1, 1, T0 + 30)
+    assert (again.exit_code, again.reason) == (3, "exit 3")
+    assert again.owner is None
+    (attempt,) = store.attempts(running.id)
+    assert (attempt.exit_code, attempt.reason, attempt.finished_at) == (3, "exit 3", T0 + 2)
+
+    second = store.claim_next("default", "d2", T0 + 30)
+    assert second is not None
+    assert (second.attempts, second.failures, second.owner) == (2, 1, "d2")
+    assert [a.n for a in store.attempts(running.id)] == [1, 2]
+    assert store.finish(second, EXIT3, JobState.FAILED, T0 + 31).failures == 2
+
+
+def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
+    store: Store,
+) -> None:
+    store.set_lanes({"default": 5})
+    lost = run_to(store, JobState.RUNNING)
+    other = run_to(store, JobState.SUCCEEDED)
+    requeued = store.requeue_interrupted([lost.id, other.id, new_job_id()], T0 + 50)
+    assert [j.id for j in requeued] == [lost.id]
+    (job,) = requeued
+    assert job.state is JobState.QUEUED
+    assert (job.failures, job.attempts, job.owner) == (0, 1, None)
+    (attempt,) = store.attempts(lost.id)
+    assert (attempt.reason, attempt.exit_code, attempt.finished_at) == (
+        "interrupted", None, T0 + 50
+    )  # fmt: skip
+    assert store.get(other.id).state is JobState.SUCCEEDED
+    rerun = store.claim_next("default", "d2", T0 + 50)  # due at once
+    assert rerun is not None and rerun.id == lost.id and rerun.attempts == 2
+
+
+def test_running_jobs_lists_all_or_one_owners(store: Store) -> None:
+    store.set_lanes({"default": 5})
+    store.enqueue([new_job() for _ in range(3)], dedup_window=WINDOW, now=T0)
+    a = store.claim_next("default", "d1", T0)
+    b = store.claim_next("default", "d2", T0)
+    c = store.claim_next("default", "d1", T0)
+    assert a and b and c
+    assert [j.id for j in store.running_jobs()] == [a.id, b.id, c.id]
+    assert [j.id for j in store.running_jobs("d1")] == [a.id, c.id]
+    assert [j.id for j in store.running_jobs("d3")] == []
+
+
+# -- operators: cancel, retry ----------------------------------------------------------------
+def test_cancel_a_queued_job_means_it_never_runs(store: Store) -> None:
+    job = enqueue1(store)
+    cancelled = store.cancel(job.id, T0 + 1)
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.finished_at == T0 + 1
+    assert store.claim_next("default", "d1", T0 + 2) is None
+
+
+def test_cancel_a_running_job_asks_its_owner_to_stop_it(store: Store) -> None:
+    job = run_to(store, JobState.RUNNING)
+    flagged = store.cancel(job.id, T0 + 3)
+    assert flagged.state is JobState.RUNNING
+    assert flagged.cancel_requested
+    assert [j.id for j in store.cancel_requests("d1")] == [job.id]
+    assert store.cancel_requests("d2") == []
+    done = store.finish(store.get(job.id), KILLED, JobState.CANCELLED, T0 + 4)
+    assert done.state is JobState.CANCELLED
+    assert store.cancel_requests("d1") == []
+
+
+@pytest.mark.parametrize("state", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+def test_cancel_a_finished_job_is_an_error_that_changes_nothing(
+    store: Store, state: JobState
+) -> None:
+    job = run_to(store, state)
+    with pytest.raises(SpoolqError, match="already") as exc:
+        store.cancel(job.id, T0 + 5)
+    assert not isinstance(exc.value, JobNotFound)
+    assert store.get(job.id) == job
+
+
+def test_cancel_an_unknown_job_raises_job_not_found(store: Store) -> None:
+    with pytest.raises(JobNotFound):
+        store.cancel(new_job_id(), T0)
+
+
+def test_retry_grants_fresh_retries_and_keeps_the_history(store: Store) -> None:
+    running = run_to(store, JobState.RUNNING, retries=1)
+    queued = store.schedule_retry(running, EXIT3, not_before=T0 + 10, now=T0 + 2)
+    second = store.claim_next("default", "d1", queued.not_before)
+    assert second is not None
+    failed = store.finish(second, EXIT3, JobState.FAILED, T0 + 11)
+    assert (failed.failures, failed.attempts) == (2, 2)
+    assert store.failed_ids() == [failed.id]
+
+    again = store.retry(failed.id, T0 + 100)
+    assert again.state is JobState.QUEUED
+    assert (again.failures, again.attempts, again.finished_at, again.reason) == (0, 2, None, None)
+    assert store.failed_ids() == []
+    third = store.claim_next("default", "d1", T0 + 100)  # due at once
+    assert third is not None and third.attempts == 3
+    assert [(a.n, a.reason) for a in store.attempts(failed.id)] == [
+        (1, "exit 3"),
+        (2, "exit 3"),
+        (3, None),
+    ]
+
+
+@pytest.mark.parametrize("state", [JobState.SUCCEEDED, JobState.CANCELLED])
+def test_retry_runs_a_succeeded_or_cancelled_job_again(store: Store, state: JobState) -> None:
+    job = run_to(store, state)
+    assert store.retry(job.id, T0 + 5).state is JobState.QUEUED
+    assert store.claim_next("default", "d1", T0 + 5) is not None
+
+
+def test_retry_refuses_live_unparsed_and_unknown_jobs(store: Store) -> None:
+    queued = enqueue1(store)
+    with pytest.raises(SpoolqError, match="queued"):
+        store.retry(queued.id, T0)
+    garbage = enqueue1(store, reason="invalid JSON", parsed=False)
+    with pytest.raises(SpoolqError, match="never parsed"):
+        store.retry(garbage.id, T0)
+    with pytest.raises(JobNotFound):
+        store.retry(new_job_id(), T0)
+    assert store.get(queued.id).state is JobState.QUEUED
+
+
+# -- operators: reading ----------------------------------------------------------------------
+def test_get_accepts_a_full_id_or_a_unique_prefix(store: Store) -> None:
+    ids = ["01HAAAAAAAAAAAAAAAAAAAAAA1", "01HAAAAAAAAAAAAAAAAAAAAAA2", "01HBBBBBBBBBBBBBBBBBBBBBB1"]
+    for job_id in ids:
+        enqueue1(store, job_id=job_id)
+    assert store.get(ids[0]).id == ids[0]
+    assert store.get("01HB").id == ids[2]
+    assert store.get("01hb").id == ids[2]  # ids are case-insensitive Crockford base32
+    assert store.get("01HAAAAAAAAAAAAAAAAAAAAAA2").id == ids[1]
+    with pytest.raises(JobNotFound, match="matches 2 jobs"):
+        store.get("01HA")
+    with pytest.raises(JobNotFound, match="no job"):
+        store.get("01HC")
+    with pytest.raises(JobNotFound):
+        store.get(new_job_id())
+
+
+def test_list_jobs_is_newest_first_with_filters_and_limit(store: Store) -> None:
+    store.set_lanes({"db": 5, "web": 5})
+    db1 = enqueue1(store, lane="db")
+    web1 = enqueue1(store, T0 + 1, lane="web")
+    db2 = enqueue1(store, T0 + 2, lane="db")
+    rej = enqueue1(store, T0 + 3, lane="web", reason="bad")
+    claimed = store.claim_next("db", "d1", T0 + 4)
+    assert claimed is not None and claimed.id == db1.id
+
+    def ids(**kw: object) -> list[str]:
+        return [j.id for j in store.list_jobs(**kw)]  # type: ignore[arg-type]
+
+    assert ids() == [rej.id, db2.id, web1.id, db1.id]
+    assert ids(limit=2) == [rej.id, db2.id]
+    assert ids(lane="db") == [db2.id, db1.id]
+    assert ids(state=JobState.QUEUED) == [db2.id, web1.id]
+    assert ids(state=JobState.RUNNING) == [db1.id]
+    assert ids(state=JobState.QUEUED, lane="web") == [web1.id]
+    assert ids(state=JobState.FAILED) == []
+
+
+def test_lane_status_and_state_counts_describe_the_queue(store: Store) -> None:
+    store.set_lanes({"db": 2, "web": 1})
+    store.enqueue(
+        [new_job(lane="db", created_at=T0 + i) for i in range(4)], dedup_window=WINDOW, now=T0
+    )
+    claim_all(store, "db", "d1", T0 + 10)
+    enqueue1(store, T0 + 11, lane="web", reason="bad")
+    store.set_paused("web", True)
+    status = {s.name: s for s in store.lane_status()}
+    assert set(status) >= {"db", "web"}
+    db, web = status["db"], status["web"]
+    assert (db.concurrency, db.running, db.queued, db.paused) == (2, 2, 2, False)
+    assert db.oldest_queued_at == T0 + 2  # the two oldest are running
+    assert (web.concurrency, web.running, web.queued, web.paused) == (1, 0, 0, True)
+    assert web.oldest_queued_at is None
+    counts = store.state_counts()
+    assert counts == {
+        "queued": 2, "running": 2, "succeeded": 0, "failed": 0, "cancelled": 0, "rejected": 1
+    }  # fmt: skip
+
+
+def test_prune_deletes_only_finished_jobs_older_than_the_cutoff(store: Store) -> None:
+    store.set_lanes({"default": 10})
+    old_ok = run_to(store, JobState.SUCCEEDED)  # finished T0 + 2
+    old_failed = run_to(store, JobState.FAILED)
+    old_rejected = enqueue1(store, reason="bad")  # finished T0
+    new_ok = run_to(store, JobState.SUCCEEDED, now=T0 + 100)
+    live = run_to(store, JobState.RUNNING)
+    waiting = enqueue1(store)
+    pruned = store.prune(T0 + 50)
+    assert {j.id for j in pruned} == {old_ok.id, old_failed.id, old_rejected.id}
+    assert {j.state for j in pruned} == {JobState.SUCCEEDED, JobState.FAILED, JobState.REJECTED}
+    for job in pruned:
+        with pytest.raises(JobNotFound):
+            store.get(job.id)
+        assert store.attempts(job.id) == []
+    assert {j.id for j in store.list_jobs()} == {new_ok.id, live.id, waiting.id}
+    assert len(store.attempts(new_ok.id)) == 1
+    assert store.prune(T0 + 50) == []
+
+
+# -- daemons and the schedule ----------------------------------------------------------------
+def test_daemons_register_heartbeat_and_unregister(store: Store) -> None:
+    a = DaemonInfo("d1@h", "h", 100, T0, T0, "s1")
+    b = DaemonInfo("d2@h", "h", 200, T0 + 1, T0 + 1, "s2")
+    store.register_daemon(a)
+    store.register_daemon(b)
+    assert store.daemons() == [a, b]
+    store.heartbeat("d1@h", T0 + 30)
+    assert store.daemons()[0].heartbeat_at == T0 + 30
+    store.unregister_daemon("d1@h")
+    assert store.daemons() == [b]
+    # Registering again (as after a store reconnect) keeps one row and refreshes it.
+    store.register_daemon(DaemonInfo("d2@h", "h", 200, T0 + 1, T0 + 40, "s2"))
+    assert [(d.id, d.pid, d.heartbeat_at) for d in store.daemons()] == [("d2@h", 200, T0 + 40)]
+
+
+def test_next_due_and_lanes_with_work_follow_not_before(store: Store) -> None:
+    store.set_lanes({"db": 5, "web": 5})
+    assert store.next_due(T0) is None
+    assert store.lanes_with_work(T0) == []
+    for lane, wait in (("db", 300), ("web", 60)):
+        running = run_to(store, JobState.RUNNING, lane=lane, retries=1)
+        store.schedule_retry(running, EXIT3, not_before=T0 + wait, now=T0 + 2)
+    assert store.next_due(T0 + 2) == T0 + 60
+    assert store.lanes_with_work(T0 + 2) == []
+    assert store.lanes_with_work(T0 + 60) == ["web"]
+    assert store.next_due(T0 + 60) == T0 + 300
+    enqueue1(store, T0 + 61, lane="db")
+    assert sorted(store.lanes_with_work(T0 + 61)) == ["db", "web"]
+    assert store.next_due(T0 + 300) is None
+
+
+# -- notification between processes --------------------------------------------------------
+def readable(listener: Listener, timeout_ms: int) -> bool:
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    return bool(poller.poll(timeout_ms))
+
+
+def daemon_id(name: str) -> str:
+    # Unique: a PostgreSQL server's notification channels are shared by every test run on it.
+    return f"{name}-{uuid.uuid4().hex[:8]}@h"
+
+
+def daemon_listening(store: Store, daemon: str) -> Listener:
+    """What a daemon does at start: register on the store, then listen for wake-ups."""
+    store.register_daemon(DaemonInfo(daemon, "h", os.getpid(), T0, T0, ""))
+    return store.listen(daemon)
+
+
+def test_notify_from_another_connection_wakes_every_listening_daemon(kit: StoreKit) -> None:
+    daemon_a, daemon_b, control = kit.open(), kit.open(), kit.open()
+    la = daemon_listening(daemon_a, daemon_id("a"))
+    lb = daemon_listening(daemon_b, daemon_id("b"))
+    try:
+        assert not readable(la, 0)
+        control.notify()
+        assert readable(la, 5000)
+        assert readable(lb, 5000)
+        la.drain()
+        lb.drain()
+        assert not readable(la, 0)
+        assert not readable(lb, 0)
+        control.notify()  # and again, after a drain
+        assert readable(la, 5000)
+    finally:
+        la.close()
+        lb.close()
+
+
+def test_notify_does_not_wake_the_excluded_daemon(kit: StoreKit) -> None:
+    """A daemon that changed the store itself need not be woken by its own notify()."""
+    daemon_a, daemon_b = kit.open(), kit.open()
+    a, b = daemon_id("a"), daemon_id("b")
+    la = daemon_listening(daemon_a, a)
+    lb = daemon_listening(daemon_b, b)
+    try:
+        daemon_a.notify(exclude=a)
+        assert readable(lb, 5000)  # once this arrived, one for a would have too
+        assert not readable(la, 0)
+    finally:
+        la.close()
+        lb.close()
+
+
+def test_notify_after_a_daemon_left_is_harmless(kit: StoreKit) -> None:
+    daemon, control = kit.open(), kit.open()
+    gone_id = daemon_id("gone")
+    gone = daemon_listening(daemon, gone_id)
+    gone.close()
+    daemon.unregister_daemon(gone_id)
+    live = daemon_listening(daemon, daemon_id("live"))
+    try:
+        control.notify()
+        control.notify()
+        assert readable(live, 5000)
+    finally:
+        live.close()
+
+
+# -- several connections, as several processes ----------------------------------------------
+LIMIT = 2
+ROUNDS = 100
+
+
+def test_concurrent_claims_from_two_connections_never_exceed_the_lane_limit(
+    kit: StoreKit,
+) -> None:
+    """Two threads with their own connections race for the last slots of a lane, round after
+    round. Nothing finishes during a round, so exactly LIMIT claims may succeed."""
+    control = kit.open()
+    control.set_lanes({"db": LIMIT})
+    claimers = [kit.open(), kit.open()]
+    barrier = threading.Barrier(3, timeout=30)
+    got: list[list[Job]] = [[], []]
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for r in range(ROUNDS):
+                barrier.wait()
+                if i == 0:
+                    got[i] = claim_all(claimers[i], "db", f"w{i}", T0 + r)
+                else:  # the other claims a batch at a time
+                    got[i] = []
+                    while batch := claimers[i].claim_batch("db", f"w{i}", T0 + r):
+                        got[i] += batch
+                barrier.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    total = 0
+    finished = False
+    try:
+        for r in range(ROUNDS):
+            control.enqueue(
+                [new_job(lane="db") for _ in range(LIMIT + 2)], dedup_window=WINDOW, now=T0 + r
+            )
+            barrier.wait()  # go
+            barrier.wait()  # both claimed all they could
+            claimed = got[0] + got[1]
+            assert len(claimed) == LIMIT, f"round {r}: {len(got[0])} + {len(got[1])} claims"
+            assert len({j.id for j in claimed}) == LIMIT
+            assert len(control.running_jobs()) == LIMIT
+            total += len(claimed)
+            for job in claimed:
+                control.finish(job, OK, JobState.SUCCEEDED, T0 + r)
+        finished = True
+    except threading.BrokenBarrierError:
+        pass  # a worker failed: its error is reported below
+    finally:
+        if not finished:
+            barrier.abort()  # release the workers so that the failure is reported
+        for t in threads:
+            t.join(30)
+    assert not errors, errors
+    assert total == LIMIT * ROUNDS
+    assert control.state_counts()["succeeded"] == LIMIT * ROUNDS
+
+
+CLAIMER = """
+import sys
+from pathlib import Path
+from spoolq.store import open_store
+
+store = open_store(sys.argv[1], Path(sys.argv[2]))
+print("ready", flush=True)
+for line in sys.stdin:
+    word, now = line.split()
+    if word == "quit":
+        break
+    print("start", flush=True)
+    ids = []
+    while (job := store.claim_next("db", "child", float(now))) is not None:
+        ids.append(job.id)
+    print(" ".join(ids) or "-", flush=True)
+store.close()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_second_process_claiming_at_the_same_time_never_exceeds_the_lane_limit(
+    kit: StoreKit,
+) -> None:
+    limit, rounds = 4, 60
+    store = kit.open()
+    store.set_lanes({"db": limit})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, kit.url, str(kit.state_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "ready\n"
+        child_claims = 0
+        for r in range(rounds):
+            now = T0 + r
+            store.enqueue(
+                [new_job(lane="db") for _ in range(limit + 2)], dedup_window=WINDOW, now=now
+            )
+            child.stdin.write(f"go {now}\n")
+            child.stdin.flush()
+            if r % 2:
+                # Every other round the child gets a head start, so that both sides win
+                # some races whatever the machine's load.
+                assert child.stdout.readline() == "start\n"
+                mine = claim_all(store, "db", "parent", now)
+            else:
+                mine = claim_all(store, "db", "parent", now)
+                assert child.stdout.readline() == "start\n"
+            line = child.stdout.readline()
+            assert line, "the claiming child died"
+            theirs = [] if line.strip() == "-" else line.split()
+            child_claims += len(theirs)
+            assert len(mine) + len(theirs) == limit, f"round {r}: {len(mine)} + {len(theirs)}"
+            running = store.running_jobs()
+            assert len(running) == limit
+            assert {j.id for j in running} == {j.id for j in mine} | set(theirs)
+            for job in running:
+                store.finish(job, OK, JobState.SUCCEEDED, now)
+        child.stdin.write("quit 0\n")
+        child.stdin.flush()
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        child.stdin.close()
+        child.stdout.close()
+    # Not part of the contract, but without it the test raced nothing.
+    assert 0 < child_claims < limit * rounds
+
+
+# -- SQLite specifics ------------------------------------------------------------------------
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+LATEST = max(n for n, _ in queries.migrations("sqlite"))
+
+
+def test_sqlite_fresh_file_is_migrated_to_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "spoolq.db"
+    store = SqliteStore(path)
+    store.close()
+    assert user_version(path) == LATEST
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_sqlite_reopening_is_idempotent_and_keeps_the_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "spoolq.db"
+    store = SqliteStore(path)
+    job = enqueue1(store)
+    store.close()
+    for _ in range(2):
+        store = SqliteStore(path)
+        assert store.get(job.id) == job
+        store.close()
+    assert user_version(path) == LATEST
+
+
+def test_sqlite_two_processes_opening_a_fresh_file_at_once_both_work(tmp_path: Path) -> None:
+    """Two daemons (or a daemon and a CLI) started together on a new state directory."""
+    for attempt in range(10):
+        path = tmp_path / f"race{attempt}" / "spoolq.db"
+        barrier = threading.Barrier(2, timeout=30)
+        errors: list[BaseException] = []
+        opened: list[Store] = []
+
+        def open_it(
+            path: Path, barrier: threading.Barrier, opened: list[Store], errors: list[BaseException]
+        ) -> None:
+            try:
+                barrier.wait()
+                opened.append(SqliteStore(path))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=open_it, args=(path, barrier, opened, errors)) for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for s in opened:
+            enqueue1(s)
+            s.close()
+        assert not errors, errors
+        assert user_version(path) == LATEST
+
+
+def test_sqlite_verify_notices_a_replaced_file_and_reopen_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "spoolq.db"
+    store = SqliteStore(path)
+    try:
+        assert store.verify() is None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        assert "deleted" in (store.verify() or "")
+        store.reopen()
+        assert store.verify() is None
+        assert store.list_jobs() == []
+        enqueue1(store)
+        assert len(store.list_jobs()) == 1
+    finally:
+        store.close()

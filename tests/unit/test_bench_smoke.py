@@ -1,0 +1,58 @@
+"""The benchmark suite imports and formats its results (no timing: benchmarks never run in
+the test suite)."""
+
+from __future__ import annotations
+
+import json
+
+from bench.__main__ import MODULES, parse_args
+from bench.common import BenchResult, Figure, check, format_table, medians, percentile
+
+
+def test_every_benchmark_module_is_registered_and_runnable() -> None:
+    assert set(MODULES) == {"latency", "burst", "backlog", "idle", "big_output", "long_queue"}
+    for name, mod in MODULES.items():
+        assert name == mod.NAME
+        assert callable(mod.run)
+        assert mod.TITLE
+
+
+def test_cli_options() -> None:
+    args = parse_args(["--quick", "--only", "latency", "--only", "idle", "--runs", "2"])
+    assert args.quick and args.only == ["latency", "idle"] and args.runs == 2
+
+
+def test_statistics() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+    assert medians([{"a": 1.0, "b": 5.0}, {"a": 3.0}, {"a": 2.0, "b": 7.0}]) == {
+        "a": 2.0,
+        "b": 6.0,
+    }
+    assert check(4.0, "<=", 5) is True
+    assert check(6.0, "<=", 5) is False
+    assert check(float("nan"), ">=", 1) is None
+
+
+def test_table_and_json() -> None:
+    res = BenchResult("latency", "t", {"n": 1})
+    res.figures = [
+        Figure("spoolq p50", 2.345, "ms", "<= 5 ms", True, 2),
+        Figure("ratio", 3.0, "x", "<= 1.5x", False, 2),
+        Figure("floor", None, "ms"),
+    ]
+    table = format_table([res]).splitlines()
+    assert table[0].split() == ["benchmark", "figure", "median", "target"]
+    assert "2.35 ms" in table[2] and table[2].endswith("met")
+    assert table[3].endswith("NOT MET")
+    assert "n/a" in table[4]
+    doc = json.loads(json.dumps(res.to_dict()))
+    assert doc["figures"][0] == {
+        "label": "spoolq p50",
+        "value": 2.345,
+        "unit": "ms",
+        "target": "<= 5 ms",
+        "met": True,
+    }
