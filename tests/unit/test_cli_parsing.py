@@ -92,7 +92,7 @@ BAD_USAGE: list[tuple[list[str], str]] = [
     (["submit"], "give exactly one of"),  # nothing to run
     (["submit", "--shell", "make", "--", "true"], "got argv, command"),  # two things to run
     (["submit", "--shell", "make", "--job", "load"], "got command, job"),
-    (["submit", "--param", "a=b", "--", "true"], "params only go with job"),
+    (["submit", "--param", "a=b", "--", "true"], "--param needs --job"),
     (["submit", "ls", "-la"], "No such option '-l'"),  # the command's flags need "--" first
     (["submit", "--lane", "no spaces", "--", "true"], "would reject this trigger: key 'lane'"),
     (["submit", "--env", "1BAD=x", "--", "true"], "would reject this trigger: key 'env.1BAD'"),
