@@ -93,12 +93,17 @@ SELECT * FROM spoolq_jobs
 WHERE state = 'running' AND owner = %(owner)s AND cancel_requested
 
 -- name: next_due
-SELECT min(not_before) AS v FROM spoolq_jobs
-WHERE state = 'queued' AND not_before > %(now)s AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
+SELECT not_before AS v FROM spoolq_jobs
+WHERE state = 'queued' AND not_before > %(now)s
+  AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
+ORDER BY not_before
+LIMIT 1
 
 -- name: lanes_with_work
-SELECT DISTINCT lane FROM spoolq_jobs
-WHERE state = 'queued' AND not_before <= %(now)s AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
+SELECT l.name AS lane FROM spoolq_lanes l
+WHERE EXISTS (SELECT 1 FROM spoolq_jobs j
+              WHERE j.state = 'queued' AND j.lane = l.name AND j.not_before <= %(now)s
+                AND (%(home)s::text IS NULL OR j.home = %(home)s OR j.home = ''))
 
 -- name: register_daemon
 INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at)

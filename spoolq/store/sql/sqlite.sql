@@ -38,7 +38,7 @@ SELECT concurrency, paused FROM lanes WHERE name = :lane
 SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
 
 -- name: next_queued
-SELECT seq FROM jobs
+SELECT seq FROM jobs INDEXED BY jobs_queue
 WHERE state = 'queued' AND lane = :lane AND not_before <= :now
   AND (:home IS NULL OR home = :home OR home = '')
 ORDER BY priority DESC, seq
@@ -89,12 +89,19 @@ SELECT * FROM jobs WHERE state = 'running' AND owner = :owner ORDER BY seq
 SELECT * FROM jobs WHERE state = 'running' AND owner = :owner AND cancel_requested = 1
 
 -- name: next_due
-SELECT min(not_before) AS v FROM jobs
+-- Walks the due-time index in order and stops at the first job of this home: O(log n)
+-- with 100,000 jobs queued, where min() with the home filter would scan them all.
+SELECT not_before AS v FROM jobs INDEXED BY jobs_due
 WHERE state = 'queued' AND not_before > :now AND (:home IS NULL OR home = :home OR home = '')
+ORDER BY not_before
+LIMIT 1
 
 -- name: lanes_with_work
-SELECT DISTINCT lane FROM jobs
-WHERE state = 'queued' AND not_before <= :now AND (:home IS NULL OR home = :home OR home = '')
+-- One probe per lane along the claim index, not a scan of every queued job.
+SELECT l.name AS lane FROM lanes l
+WHERE EXISTS (SELECT 1 FROM jobs j INDEXED BY jobs_queue
+              WHERE j.state = 'queued' AND j.lane = l.name AND j.not_before <= :now
+                AND (:home IS NULL OR j.home = :home OR j.home = ''))
 
 -- name: register_daemon
 INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at)

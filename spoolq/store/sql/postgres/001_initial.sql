@@ -29,7 +29,8 @@ CREATE TABLE spoolq_jobs (
     pid_start        TEXT,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
 );
-CREATE INDEX spoolq_jobs_queue ON spoolq_jobs (lane, home, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX spoolq_jobs_queue ON spoolq_jobs (lane, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX spoolq_jobs_due ON spoolq_jobs (not_before) WHERE state = 'queued';
 CREATE INDEX spoolq_jobs_running ON spoolq_jobs (lane) WHERE state = 'running';
 CREATE INDEX spoolq_jobs_idem ON spoolq_jobs (idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX spoolq_jobs_state ON spoolq_jobs (state, seq);

@@ -30,7 +30,8 @@ CREATE TABLE jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 -- The claim query walks this partial index in order and stops at the first due job.
-CREATE INDEX jobs_queue ON jobs (lane, home, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX jobs_queue ON jobs (lane, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX jobs_due ON jobs (not_before) WHERE state = 'queued';
 CREATE INDEX jobs_running ON jobs (lane) WHERE state = 'running';
 CREATE INDEX jobs_idem ON jobs (idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX jobs_state ON jobs (state, seq);
