@@ -22,8 +22,13 @@ test: .venv/.synced
 	$(UV) run --locked mypy
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
+# BENCH_ARGS: e.g. --quick, --only latency, --runs 5 (see docs/performance.md).
+# inotifywait (Debian's inotify-tools) is the latency floor; without it that ratio is n/a.
+BENCH_ARGS ?=
 bench: .venv/.synced
-	$(UV) run --locked python -m bench
+	@command -v inotifywait >/dev/null 2>&1 || apt-get install -y inotify-tools \
+		|| echo "warning: inotify-tools not installed; the latency floor will be missing" >&2
+	$(UV) run --locked python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

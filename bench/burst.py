@@ -1,0 +1,149 @@
+"""Burst throughput: N triggers renamed into the spool of a running daemon as fast as one
+process can, jobs that only run the stamp command (a ``true`` that notes when it started).
+
+Measured from the first rename to the last job *started* (its own stamp) and to the last
+job *finished* (``finished_at`` in the store, i.e. durable state included). Beside it, in
+the same run: a bare Python loop that runs the same command N times with
+``subprocess.run`` — the ceiling for one serial lane with no bookkeeping at all.
+Concurrency 1, 2 and 4 each get a fresh daemon and an empty store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from bench.common import (
+    STAMP_WIDTH,
+    BenchResult,
+    Context,
+    Daemon,
+    Figure,
+    Publisher,
+    StoreReader,
+    check,
+    hwm_mb,
+    medians,
+    progress,
+    read_stamps,
+    scratch,
+    trigger_text,
+    wait_for,
+)
+
+NAME = "burst"
+TITLE = "N triggers at once into a running daemon: jobs/s"
+CONCURRENCY = (1, 2, 4)
+
+
+def bare_loop(ctx: Context, n: int) -> float:
+    """jobs/s of ``subprocess.run(stamp)`` n times in a row."""
+    with scratch(ctx.workdir, "loop") as root:
+        cmd = ctx.stamp.cmd(root / "stamps")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            subprocess.run(cmd, check=True)
+        return n / (time.perf_counter() - t0)
+
+
+def one_burst(ctx: Context, n: int, concurrency: int) -> dict[str, float]:
+    with scratch(ctx.workdir, f"{NAME}-c{concurrency}") as root:
+        spool = root / "spool"
+        spool.mkdir()
+        stamps = root / "stamps"
+        pub = Publisher(spool)
+        data = trigger_text(ctx.stamp.cmd(stamps))
+        pairs = [pub.prepare(data) for _ in range(n)]
+        with Daemon(root, spool, {"default": concurrency}) as daemon:
+            daemon.wait_ready()
+            time.sleep(0.5)
+            t0 = time.time_ns()
+            for pair in pairs:
+                os.rename(*pair)
+            t_published = time.time_ns()
+            timeout = 60 + n / 20  # generous: 20 jobs/s on a loaded machine
+            want = n * STAMP_WIDTH
+
+            def started() -> bool:
+                try:
+                    return os.stat(stamps).st_size >= want
+                except FileNotFoundError:
+                    return False
+
+            wait_for(started, timeout, f"{n} jobs to start")
+            with StoreReader(daemon.db) as db:
+                wait_for(lambda: db.count("succeeded") >= n, timeout, f"{n} jobs to finish")
+                last_finish = float(db.one("SELECT max(finished_at) FROM jobs"))
+                other = n - db.count("succeeded")
+            rss = hwm_mb(daemon.pid)
+        starts = read_stamps(stamps)
+    if other:
+        raise RuntimeError(f"{other} of {n} jobs did not succeed")
+    to_start = (max(starts) - t0) / 1e9
+    to_finish = last_finish - t0 / 1e9
+    return {
+        "publish_s": (t_published - t0) / 1e9,
+        "first_start_ms": (min(starts) - t0) / 1e6,
+        "to_last_start_s": to_start,
+        "to_last_finish_s": to_finish,
+        "jobs_per_s_started": n / to_start,
+        "jobs_per_s_finished": n / to_finish,
+        "daemon_peak_rss_mb": rss,
+    }
+
+
+def run(ctx: Context) -> BenchResult:
+    n = ctx.size(5000, 500)
+    runs = ctx.runs(3, 1)
+    res = BenchResult(NAME, TITLE, {"triggers": n, "runs": runs, "concurrency": CONCURRENCY})
+    for r in range(runs):
+        row: dict[str, float] = {}
+        progress(f"burst run {r + 1}/{runs}: bare subprocess loop x {n}")
+        row["loop_jobs_per_s"] = bare_loop(ctx, n)
+        for c in CONCURRENCY:
+            progress(f"burst run {r + 1}/{runs}: {n} triggers, concurrency {c}")
+            for key, value in one_burst(ctx, n, c).items():
+                row[f"c{c}_{key}"] = value
+        row["ratio_c1_vs_loop"] = row["c1_jobs_per_s_started"] / row["loop_jobs_per_s"]
+        row["ratio_c1_finished_vs_loop"] = row["c1_jobs_per_s_finished"] / row["loop_jobs_per_s"]
+        row["ratio_c2_vs_c1"] = row["c2_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
+        row["ratio_c4_vs_c1"] = row["c4_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
+        res.runs.append(row)
+    m = medians(res.runs)
+    g = m.get
+    res.figures = [
+        Figure("bare subprocess loop", g("loop_jobs_per_s"), "jobs/s", "(floor)", None, 0),
+        Figure("c=1 to last start", g("c1_jobs_per_s_started"), "jobs/s", "", None, 0),
+        Figure(
+            "c=1 to last finish (durable)",
+            g("c1_jobs_per_s_finished"),
+            "jobs/s",
+            ">= 250 jobs/s (issue 2)",
+            check(g("c1_jobs_per_s_finished"), ">=", 250),
+            0,
+        ),
+        Figure(
+            "ratio c=1 / loop (started)",
+            g("ratio_c1_vs_loop"),
+            "x",
+            ">= 0.7x",
+            check(g("ratio_c1_vs_loop"), ">=", 0.7),
+            2,
+        ),
+        Figure("ratio c=1 / loop (finished)", g("ratio_c1_finished_vs_loop"), "x", "", None, 2),
+        Figure("c=2 to last start", g("c2_jobs_per_s_started"), "jobs/s", "", None, 0),
+        Figure(
+            "ratio c=2 / c=1",
+            g("ratio_c2_vs_c1"),
+            "x",
+            ">= 1.6x",
+            check(g("ratio_c2_vs_c1"), ">=", 1.6),
+            2,
+        ),
+        Figure("c=4 to last start", g("c4_jobs_per_s_started"), "jobs/s", "", None, 0),
+        Figure("ratio c=4 / c=1", g("ratio_c4_vs_c1"), "x", "", None, 2),
+        Figure("c=1 first job started", g("c1_first_start_ms"), "ms", "", None, 1),
+        Figure("c=1 daemon peak RSS", g("c1_daemon_peak_rss_mb"), "MB", "", None, 1),
+    ]
+    return res
