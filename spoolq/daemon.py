@@ -30,6 +30,7 @@ from spoolq.errors import ConfigError, StoreUnavailable
 from spoolq.events import EventLog
 from spoolq.faults import crash_point
 from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
+from spoolq.logfiles import LogPool
 from spoolq.runner import (
     RunningJob,
     job_process_groups,
@@ -43,7 +44,8 @@ from spoolq.watcher import InotifyWatcher, Watcher, make_watchers, scan_spool
 
 BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
-INGEST_BATCH = 512
+INGEST_BATCH = 64  # claims per transaction; jobs start between batches of a backlog
+PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
 WRITE_IDLE_LIMIT = 60.0  # seconds without a write before an unclosed file counts as complete
 
 
@@ -87,7 +89,6 @@ class Daemon:
         self._settling: dict[str, tuple[SpoolConfig, tuple[int, int], float]] = {}
         self._unsaved: list[NewJob] = []  # claimed, not yet recorded (store down)
         self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
-        self._unmarked: list[tuple[str, int, str]] = []  # pids not yet recorded
         self._store_retry_at = 0.0
         self._store_backoff = 0.5
         self._signals = 0
@@ -110,6 +111,7 @@ class Daemon:
         self._check_dirs()
         self.state.ensure()
         self._claimer = Claimer(self.config, self.state, self.policy, self.clock, self.log.warn)
+        self._logs = LogPool(str(self.state.root / ".logpool"))
         listener = self.store.listen(self.id)
         self._listener_fd = listener.fileno()
         old_handlers = {
@@ -131,6 +133,7 @@ class Daemon:
                 self.store.unregister_daemon(self.id)
             listener.close()
             self._claimer.close()
+            self._logs.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
         self.log.emit("stopped", daemon=self.id)
@@ -370,6 +373,8 @@ class Daemon:
             d = rj.deadline()
             if d is not None:
                 marks.append(d)
+            if rj.pid and rj.pid != rj.recorded_pid:
+                marks.append(rj.started + PID_RECORD_AFTER)
         if self._settling:
             marks.append(min(due for _, _, due in self._settling.values()))
         if self._due_at is not None:
@@ -419,16 +424,29 @@ class Daemon:
                 self._after_step(rj)
 
     def _record_pids(self) -> None:
-        while self._unmarked:
-            job_id, pid, start = self._unmarked[0]
-            if job_id in self._running:
-                self.store.mark_started(job_id, pid, start)
-            self._unmarked.pop(0)
+        """Record the pid of each job that has run for a while (operators see it; a later
+        daemon uses it, beside the SPOOLQ_JOB_ID environment scan, to kill the job's
+        processes if this daemon dies). Short jobs are not worth a transaction each."""
+        mono = self.mono()
+        for rj in list(self._running.values()):
+            pid = rj.pid
+            if pid and pid != rj.recorded_pid and mono - rj.started >= PID_RECORD_AFTER:
+                self.store.mark_started(rj.job.id, pid, pid_start_time(pid))
+                rj.recorded_pid = pid
 
     def _record_ended(self) -> None:
+        """Commit the outcome of ended jobs, start what their slots allow, and only then do
+        the bookkeeping (archive renames, log lines): in a busy lane the next job is
+        already running while we tidy up after the last one."""
+        done: list[tuple[RunningJob, Job]] = []
         while self._unrecorded:
-            self._complete(self._unrecorded[0])
+            rj = self._unrecorded[0]
+            done.append((rj, self._commit_outcome(rj)))
             self._unrecorded.pop(0)
+        if done:
+            self._guarded(self._dispatch)
+        for rj, new in done:
+            self._after_outcome(rj, new)
 
     def _timers(self) -> None:
         mono = self.mono()
@@ -569,7 +587,7 @@ class Daemon:
             "SPOOLQ_TRIGGER": job.claimed_path,
         }
         cwd = job.spec.cwd or os.path.dirname(job.trigger)
-        rj = RunningJob(job, env, cwd, clock=self.mono)
+        rj = RunningJob(job, env, cwd, clock=self.mono, open_log=self._logs.open)
         try:
             rj.start()
         except OSError as exc:
@@ -586,9 +604,9 @@ class Daemon:
             pid=rj.pid,
             trigger=job.trigger,
         )
-        self._after_step(rj, started=True)
+        self._after_step(rj)
 
-    def _after_step(self, rj: RunningJob, started: bool = False) -> None:
+    def _after_step(self, rj: RunningJob) -> None:
         if rj.result is not None:
             # Recorded by _record_ended, which retries while the store is unavailable.
             self._running.pop(rj.job.id, None)
@@ -597,13 +615,8 @@ class Daemon:
         if rj.pidfd is not None and rj.pidfd not in self._by_fd:
             self._by_fd[rj.pidfd] = rj
             self._poll.register(rj.pidfd, select.POLLIN)
-            # Recorded so that a later daemon can kill it if this one dies; retried while
-            # the store is unavailable (and found by its environment even if never stored).
-            assert rj.pid is not None
-            self._unmarked.append((rj.job.id, rj.pid, pid_start_time(rj.pid)))
-            self._guarded(self._record_pids)
 
-    def _complete(self, rj: RunningJob) -> None:
+    def _commit_outcome(self, rj: RunningJob) -> Job:
         result = rj.result
         assert result is not None
         job = rj.job
@@ -622,6 +635,11 @@ class Daemon:
         else:
             new = self.store.finish(job, result, JobState.FAILED, now)
         self._dirty.add(job.lane)
+        return new
+
+    def _after_outcome(self, rj: RunningJob, new: Job) -> None:
+        job, result = rj.job, rj.result
+        assert result is not None
         fields: dict[str, Any] = {
             "job": job.id,
             "lane": job.lane,

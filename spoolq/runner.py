@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from spoolq import logfiles
 from spoolq.jobs import AttemptResult, Job, iso
 
 Clock = Callable[[], float]
@@ -36,6 +37,7 @@ class RunningJob:
     env: Mapping[str, str]
     cwd: str
     clock: Clock = time.monotonic
+    open_log: Callable[[str], int] = logfiles.open_log
     started: float = field(init=False)
     step: int = field(init=False, default=0)
     proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
@@ -47,6 +49,7 @@ class RunningJob:
     # loop pass is never reached, which held the job until kill_grace ran out.
     recheck_at: float | None = field(init=False, default=None)
     result: AttemptResult | None = field(init=False, default=None)
+    recorded_pid: int | None = field(init=False, default=None)  # the pid the store knows
     _usage: _Usage = field(init=False, default_factory=_Usage)
     _log_fd: int = field(init=False, default=-1)
     _pgid: int = field(init=False, default=0)
@@ -67,10 +70,7 @@ class RunningJob:
     # -- starting ----------------------------------------------------------------------------
     def start(self) -> None:
         """Open the log and start the first step. On failure to start, ``result`` is set."""
-        os.makedirs(os.path.dirname(self.job.log), exist_ok=True)
-        self._log_fd = os.open(
-            self.job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
-        )
+        self._log_fd = self.open_log(self.job.log)
         self._spawn()
 
     def _note(self, text: str) -> None:

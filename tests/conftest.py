@@ -194,6 +194,22 @@ class Env:
                 d.kill()
             else:
                 d._close()
+        kill_jobs_under(self.root)
+
+
+def kill_jobs_under(root: Path) -> None:
+    """Jobs run in their own sessions and outlive a SIGKILLed daemon: end every process
+    whose SPOOLQ_TRIGGER lies under ``root`` so no test leaves work running."""
+    marker = f"SPOOLQ_TRIGGER={root}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker in fh.read():
+                    os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 @pytest.fixture
