@@ -21,7 +21,6 @@ from bench.common import (
     Figure,
     Publisher,
     StoreReader,
-    check,
     cpu_sample,
     medians,
     progress,
@@ -112,23 +111,13 @@ def run(ctx: Context) -> BenchResult:
         res.runs.append(row)
     g = medians(res.runs).get
     res.figures = [
-        Figure(
-            "log write throughput",
-            g("log_mb_per_s"),
-            "MB/s",
-            ">= 500 MB/s",
-            check(g("log_mb_per_s"), ">=", 500),
-            0,
+        Figure.goal(
+            "log write throughput", g("log_mb_per_s"), "MB/s", ">=", 500, 0, target=">= 500 MB/s"
         ),
         Figure("head > file directly", g("floor_mb_per_s"), "MB/s", "(floor)", None, 0),
         Figure("ratio spoolq / direct", g("ratio_vs_floor"), "x", "", None, 2),
-        Figure(
-            "daemon RSS growth during job",
-            g("rss_growth_mb"),
-            "MB",
-            "< 10 MB",
-            check(g("rss_growth_mb"), "<", 10),
-            2,
+        Figure.goal(
+            "daemon RSS growth during job", g("rss_growth_mb"), "MB", "<", 10, 2, target="< 10 MB"
         ),
         Figure("daemon CPU during job", g("daemon_cpu_s"), "s", "", None, 3),
     ]

@@ -415,6 +415,22 @@ class Figure:
     met: bool | None = None
     digits: int = 1
 
+    @classmethod
+    def goal(
+        cls,
+        label: str,
+        value: float | None,
+        unit: str,
+        op: str,
+        bound: float,
+        digits: int,
+        target: str = "",
+    ) -> Figure:
+        """A figure with a target: ``value op bound`` decides met / NOT MET."""
+        return cls(
+            label, value, unit, target or f"{op} {bound:g} {unit}", check(value, op, bound), digits
+        )
+
     def shown(self) -> str:
         if self.value is None or self.value != self.value:
             return "n/a"

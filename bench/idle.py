@@ -16,7 +16,6 @@ from bench.common import (
     Context,
     Daemon,
     Figure,
-    check,
     cpu_sample,
     medians,
     progress,
@@ -62,14 +61,7 @@ def run(ctx: Context) -> BenchResult:
     g = medians(res.runs).get
     res.figures = [
         Figure(f"CPU over {window:g} s", g("cpu_s"), "s", "", None, 4),
-        Figure(
-            "CPU share of one core",
-            g("cpu_pct"),
-            "%",
-            "<= 0.1 %",
-            check(g("cpu_pct"), "<=", 0.1),
-            4,
-        ),
+        Figure.goal("CPU share of one core", g("cpu_pct"), "%", "<=", 0.1, 4, target="<= 0.1 %"),
         Figure("wake-ups (context switches)", g("wakeups_per_s"), "/s", "", None, 2),
     ]
     return res

@@ -27,7 +27,6 @@ from bench.common import (
     Figure,
     Publisher,
     StampFifo,
-    check,
     clean_env,
     medians,
     percentile,
@@ -155,21 +154,14 @@ def run(ctx: Context) -> BenchResult:
     m = medians([{k: v for k, v in r.items() if isinstance(v, float)} for r in res.runs])
     g = m.get
     res.figures = [
-        Figure("spoolq p50", g("spoolq_p50"), "ms", "<= 5 ms", check(g("spoolq_p50"), "<=", 5), 2),
+        Figure.goal("spoolq p50", g("spoolq_p50"), "ms", "<=", 5, 2, target="<= 5 ms"),
         Figure("spoolq p90", g("spoolq_p90"), "ms", "", None, 2),
-        Figure(
-            "spoolq p99", g("spoolq_p99"), "ms", "<= 20 ms", check(g("spoolq_p99"), "<=", 20), 2
-        ),
+        Figure.goal("spoolq p99", g("spoolq_p99"), "ms", "<=", 20, 2, target="<= 20 ms"),
         Figure("inotifywait loop p50", g("inotifywait_p50"), "ms", "(floor)", None, 2),
         Figure("inotifywait loop p90", g("inotifywait_p90"), "ms", "", None, 2),
         Figure("inotifywait loop p99", g("inotifywait_p99"), "ms", "", None, 2),
-        Figure(
-            "p50 ratio spoolq/inotifywait",
-            g("ratio_p50"),
-            "x",
-            "<= 1.5x",
-            check(g("ratio_p50"), "<=", 1.5),
-            2,
+        Figure.goal(
+            "p50 ratio spoolq/inotifywait", g("ratio_p50"), "x", "<=", 1.5, 2, target="<= 1.5x"
         ),
     ]
     return res

@@ -109,14 +109,7 @@ def run(ctx: Context) -> BenchResult:
         res.runs.append(row)
     g = medians(res.runs).get
     res.figures = [
-        Figure(
-            "daemon RSS with queue",
-            g("rss_mb"),
-            "MB",
-            "<= 150 MB",
-            check(g("rss_mb"), "<=", 150),
-            1,
-        ),
+        Figure.goal("daemon RSS with queue", g("rss_mb"), "MB", "<=", 150, 1, target="<= 150 MB"),
         Figure("other lane p50, empty store", g("empty_p50_ms"), "ms", "", None, 2),
         Figure(
             f"other lane p50, {n:,} queued",
@@ -135,14 +128,7 @@ def run(ctx: Context) -> BenchResult:
             2,
         ),
         Figure("p50 ratio queued / empty", g("ratio_p50_loaded_vs_empty"), "x", "", None, 2),
-        Figure(
-            "idle CPU with queue",
-            g("idle_cpu_pct"),
-            "%",
-            "<= 0.1 %",
-            check(g("idle_cpu_pct"), "<=", 0.1),
-            3,
-        ),
+        Figure.goal("idle CPU with queue", g("idle_cpu_pct"), "%", "<=", 0.1, 3, target="<= 0.1 %"),
         Figure(
             "resume -> first held job started", g("resume_to_first_start_ms"), "ms", "", None, 1
         ),
