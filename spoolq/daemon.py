@@ -9,7 +9,6 @@ store's listener. With nothing to do the loop sleeps in poll() until the next ti
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fnmatch
 import os
@@ -20,15 +19,15 @@ import socket
 import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from spoolq.claims import Claimer, StateDir, new_job_id
-from spoolq.config import Config, SpoolConfig
+from spoolq.config import Config
 from spoolq.errors import ConfigError, StoreUnavailable
 from spoolq.events import EventLog
 from spoolq.faults import crash_point
+from spoolq.intake import Intake
 from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
 from spoolq.logfiles import LogPool
 from spoolq.runner import (
@@ -40,13 +39,12 @@ from spoolq.runner import (
 )
 from spoolq.store.base import Store
 from spoolq.trust import TrustPolicy, check_directory
-from spoolq.watcher import InotifyWatcher, Watcher, make_watchers, scan_spool
+from spoolq.watcher import InotifyWatcher, Watcher, make_watchers
 
 BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
 INGEST_BATCH = 64  # claims per transaction; jobs start between batches of a backlog
 PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
-WRITE_IDLE_LIMIT = 60.0  # seconds without a write before an unclosed file counts as complete
 
 
 def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
@@ -79,29 +77,23 @@ class Daemon:
         self.policy = TrustPolicy.from_names(
             config.security.trusted_owners, config.security.max_trigger_bytes
         )
-        self._intake: collections.deque[tuple[SpoolConfig, str, bool]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_pending = False
         self._poll = select.poll()
         self._running: dict[str, RunningJob] = {}
         self._by_fd: dict[int, RunningJob] = {}
         self._dirty: set[str] = set()
-        self._settling: dict[str, tuple[SpoolConfig, tuple[int, int], float]] = {}
         self._unsaved: list[NewJob] = []  # claimed, not yet recorded (store down)
         self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
         self._store_retry_at = 0.0
         self._store_backoff = 0.5
         self._signals = 0
         self._stopping = False
-        self._overflowed = False
-        self._rescan_dirs: collections.deque[tuple[SpoolConfig, str]] = collections.deque()
-        self._next_rescan: dict[int, float] = {}
         self._next_heartbeat = 0.0
         self._due_at: float | None = None
         self._peers = False
         self._known_lanes: set[str] = set()
         self._watchers: list[Watcher] = []
-        self._writing: set[str] = set()
         self._shutdown_deadline: float | None = None
         self._env_base = self._passthrough_env()
         self._needs_reconcile = False
@@ -112,6 +104,14 @@ class Daemon:
         self.state.ensure()
         self._claimer = Claimer(self.config, self.state, self.policy, self.clock, self.log.warn)
         self._logs = LogPool(str(self.state.root / ".logpool"))
+        self._intake = Intake(
+            self.config.spool,
+            self.state.root,
+            self._wake,
+            self._claimer.remember_dir,
+            clock=self.clock,
+            mono=self.mono,
+        )
         listener = self.store.listen(self.id)
         self._listener_fd = listener.fileno()
         old_handlers = {
@@ -172,19 +172,16 @@ class Daemon:
         self._watchers = make_watchers(
             list(self.config.spool),
             self.state.root,
-            self.offer,
-            self._on_overflow,
-            self._on_new_dir,
+            self._intake.offer,
+            self._intake.on_overflow,
+            self._intake.on_new_dir,
         )
         for w in self._watchers:
             w.start()
             if isinstance(w, InotifyWatcher):
-                self._writing = w.writing
-        mono = self.mono()
-        for i, spool in enumerate(self.config.spool):
-            self._scan(spool)
-            self._next_rescan[i] = mono + spool.rescan_interval
-        self._next_heartbeat = mono + self.config.heartbeat_interval
+                self._intake.writing = w.writing
+        self._intake.scan_all()
+        self._next_heartbeat = self.mono() + self.config.heartbeat_interval
         self.log.emit(
             "ready",
             daemon=self.id,
@@ -292,24 +289,12 @@ class Daemon:
             self.log.warn("interrupted", job=job.id, lane=job.lane, attempt=job.attempts)
         return self._peers
 
-    # -- intake (any thread) ---------------------------------------------------------------
-    def offer(self, spool: SpoolConfig, path: str, complete: bool) -> None:
-        self._intake.append((spool, path, complete))
-        self._wake()
-
+    # -- wake-ups (any thread) ---------------------------------------------------------------
     def _wake(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b"\0")
-
-    def _on_overflow(self) -> None:
-        self._overflowed = True
-        self._wake()
-
-    def _on_new_dir(self, spool: SpoolConfig, directory: str) -> None:
-        self._rescan_dirs.append((spool, directory))
-        self._wake()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -362,28 +347,26 @@ class Daemon:
         else:
             if self._store_backoff > 0.5:
                 self.log.emit("store_recovered")
-                self._overflowed = True  # rescan: triggers seen while down were dropped
+                self._intake.overflowed = True  # rescan: triggers seen while down were dropped
                 self._needs_reconcile = True
             self._store_backoff = 0.5
 
     def _timeout(self) -> float | None:
         mono = self.mono()
-        marks = [self._next_heartbeat, *self._next_rescan.values()]
+        marks = [self._next_heartbeat, self._intake.next_deadline()]
         for rj in self._running.values():
             d = rj.deadline()
             if d is not None:
                 marks.append(d)
             if rj.pid and rj.pid != rj.recorded_pid:
                 marks.append(rj.started + PID_RECORD_AFTER)
-        if self._settling:
-            marks.append(min(due for _, _, due in self._settling.values()))
         if self._due_at is not None:
             marks.append(mono + (self._due_at - self.clock()))
         if self._store_retry_at > mono:
             marks.append(self._store_retry_at)
         if self._shutdown_deadline is not None:
             marks.append(self._shutdown_deadline)
-        if self._intake or self._rescan_dirs or self._overflowed or self._unsaved:
+        if self._intake.pending or self._unsaved:
             return 0
         if self._dirty and not self._stopping and mono >= self._store_retry_at:
             # Lanes with work found outside the loop's own steps (the start-up bootstrap:
@@ -468,78 +451,19 @@ class Daemon:
             now = self.clock()
             self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))
             self._due_at = self.store.next_due(now, self._claimer.home)
-        if self._stopping:
-            return
-        if self._overflowed:
-            self._overflowed = False
+        if not self._stopping and self._intake.timers():
             self.log.warn("rescan", why="event queue overflow or store recovery")
-            for i, spool in enumerate(self.config.spool):
-                self._scan(spool)
-                self._next_rescan[i] = mono + spool.rescan_interval
-        for i, spool in enumerate(self.config.spool):
-            if mono >= self._next_rescan[i]:
-                self._scan(spool)
-                self._next_rescan[i] = mono + spool.rescan_interval
-        while self._rescan_dirs:
-            spool, directory = self._rescan_dirs.popleft()
-            self._scan(spool, directory)
-        for path, (spool, _, due) in list(self._settling.items()):
-            if mono >= due:
-                del self._settling[path]
-                self._intake.append((spool, path, False))
-
-    def _scan(self, spool: SpoolConfig, top: str | None = None) -> None:
-        target = spool if top is None else spool.model_copy(update={"path": Path(top)})
-        for path, _entry in scan_spool(target, self.state.root):
-            self._intake.append((spool, path, False))
-            if spool.recursive:
-                self._claimer.remember_dir(spool, os.path.dirname(path))
 
     # -- claiming ----------------------------------------------------------------------------
     def _take_intake(self) -> None:
-        while self._intake and not self._stopping:
+        while len(self._intake) and not self._stopping:
             batch: list[NewJob] = []
-            seen: set[str] = set()
-            while self._intake and len(batch) < INGEST_BATCH:
-                spool, path, complete = self._intake.popleft()
-                if path in seen:
-                    continue
-                seen.add(path)
-                if not complete and not self._settled(spool, path):
-                    continue
-                self._settling.pop(path, None)
+            for spool, path in self._intake.take(INGEST_BATCH):
                 job = self._claimer.claim(spool, path)
                 if job is not None:
                     batch.append(job)
             self._record(batch)
             self._dispatch()
-
-    def _settled(self, spool: SpoolConfig, path: str) -> bool:
-        """Whether a file only seen by a scan or a poll is complete: size and mtime
-        unchanged for ``settle`` seconds (or last modified longer ago than that)."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            self._settling.pop(path, None)
-            return False
-        if not stat.S_ISREG(st.st_mode):
-            return True  # nothing to wait for; the trust check will reject it
-        if path in self._writing:
-            if self.clock() - st.st_mtime < WRITE_IDLE_LIMIT:
-                return False  # inotify will report IN_CLOSE_WRITE
-            # No close event after a minute of silence: a file that appeared without an
-            # open/close (a hard link whose first name was removed) or a lost event.
-            self._writing.discard(path)
-        key = (st.st_size, st.st_mtime_ns)
-        if self.clock() - st.st_mtime >= spool.settle:
-            return True
-        mono = self.mono()
-        prev = self._settling.get(path)
-        if prev is not None and prev[1] == key and mono >= prev[2]:
-            return True
-        if prev is None or prev[1] != key:
-            self._settling[path] = (spool, key, mono + spool.settle)
-        return False
 
     def _record(self, batch: list[NewJob]) -> None:
         todo = self._unsaved + batch
