@@ -4,10 +4,8 @@ exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import shlex
 import socket
 import sys
 import time
@@ -23,6 +21,7 @@ from spoolq import __version__
 from spoolq.api import build_trigger, publish
 from spoolq.claims import Claimer, StateDir
 from spoolq.config import Config, load_config, parse_duration
+from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import (
     ConfigError,
     JobNotFound,
@@ -32,47 +31,14 @@ from spoolq.errors import (
     UsageError,
 )
 from spoolq.events import EventLog
-from spoolq.jobs import ARCHIVE_DIR, DaemonInfo, Job, JobState, iso
+from spoolq.jobs import ARCHIVE_DIR, DaemonInfo, Job, JobState
 from spoolq.runner import process_alive
 from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-
-# rich is imported only for human output: --json, submit and the control commands start
-# faster without it (scripts call them in loops).
-@functools.cache
-def _out() -> Console:
-    from rich.console import Console
-
-    # Piped output keeps whole lines (ids, paths) instead of wrapping at 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _print(text: str) -> None:
-    """Job data (commands, reasons, paths) is printed as is, never read as rich markup."""
-    _out().print(text, markup=False)
-
-
-def _table(*columns: str, title: str | None = None, **col: Any) -> Table:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name in columns:
-        table.add_column(name, **col)
-    return table
-
-
-def _row(table: Table, *cells: object) -> None:
-    """Add a row of plain text (a Text cell is not parsed as markup)."""
-    from rich.text import Text
-
-    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+    pass
 
 
 @dataclass
@@ -305,10 +271,6 @@ def _kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
     return result
 
 
-def _print_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
 def _alive(d: DaemonInfo, now: float, config: Config) -> bool:
     """On this host the kernel knows (pid and its start time: a kill -9 shows at once);
     a daemon on another host is alive while its heartbeat is fresh."""
@@ -332,32 +294,9 @@ def status(s: Settings, as_json: bool) -> None:
         states = store.state_counts()
         daemons = _daemon_rows(store, now, config)
     if as_json:
-        _print_json({"lanes": lanes, "states": states, "daemons": daemons})
-        return
-    table = _table("lane", title="lanes")
-    for col in ("concurrency", "running", "queued", "paused", "oldest waiting"):
-        table.add_column(col, justify="right")
-    for lane in lanes:
-        wait = lane["oldest_waiting_s"]
-        _row(
-            table, lane["name"], lane["concurrency"], lane["running"], lane["queued"],
-            "yes" if lane["paused"] else "", _age(wait) if wait is not None else "",
-        )  # fmt: skip
-    _out().print(table)
-    _print("  ".join(f"{k} {v}" for k, v in states.items()))
-    if not daemons:
-        _print("daemon: none running on this store")
-    for d in daemons:
-        mark = "alive" if d["alive"] else "stale"
-        _print(f"daemon {d['id']} pid {d['pid']} on {d['host']} since {d['started_at']} ({mark})")
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+        print_json({"lanes": lanes, "states": states, "daemons": daemons})
+    else:
+        render_status(lanes, states, daemons)
 
 
 @cli.command()
@@ -375,31 +314,9 @@ def jobs(
             state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
         )
     if as_json:
-        _print_json([j.to_dict() for j in found])
-        return
-    table = _table(
-        "id", "state", "lane", "att", "exit", "created", "trigger", "reason", overflow="fold"
-    )
-    for j in found:
-        _row(
-            table, j.id, _state_style(j.state), j.lane, j.attempts,
-            "" if j.exit_code is None else j.exit_code, iso(j.created_at) or "",
-            os.path.basename(j.trigger), j.reason or "",
-        )  # fmt: skip
-    _out().print(table)
-
-
-def _state_style(state: JobState) -> Text:
-    from rich.text import Text
-
-    colour = {
-        JobState.SUCCEEDED: "green",
-        JobState.FAILED: "red",
-        JobState.RUNNING: "cyan",
-        JobState.REJECTED: "magenta",
-        JobState.CANCELLED: "yellow",
-    }.get(state)
-    return Text(state.value, style=colour or "")
+        print_json([j.to_dict() for j in found])
+    else:
+        render_jobs(found)
 
 
 @cli.command()
@@ -413,29 +330,9 @@ def show(s: Settings, job_ref: str, as_json: bool) -> None:
         attempts = store.attempts(job.id)
     data = {**job.to_dict(), "attempt_history": [a.to_dict() for a in attempts]}
     if as_json:
-        _print_json(data)
-        return
-    for key in ("id", "state", "lane", "priority", "trigger", "file", "log", "attempts",
-                "retries", "exit_code", "reason", "created_at", "started_at", "finished_at",
-                "idempotency_key", "timeout", "owner", "pid"):  # fmt: skip
-        if data.get(key) is not None:
-            _print(f"{key:>16}: {data[key]}")
-    for step in data["steps"] or []:
-        _print(f"{'step':>16}: {shlex.join(step)}")
-    if attempts:
-        table = _table(
-            "#", "started", "finished", "wall s", "cpu s", "peak rss", "exit", "reason",
-            title="attempts",
-        )  # fmt: skip
-        for a in attempts:
-            _row(
-                table, a.n, iso(a.started_at) or "", iso(a.finished_at) or "",
-                "" if a.wall_s is None else f"{a.wall_s:.3f}",
-                "" if a.cpu_s is None else f"{a.cpu_s:.3f}",
-                "" if a.max_rss_kb is None else f"{a.max_rss_kb / 1024:.1f} MiB",
-                "" if a.exit_code is None else a.exit_code, a.reason or "",
-            )  # fmt: skip
-        _out().print(table)
+        print_json(data)
+    else:
+        render_job(data, attempts)
 
 
 @cli.command()
