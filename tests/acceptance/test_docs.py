@@ -89,3 +89,43 @@ def test_systemd_unit_runs_the_daemon_and_restarts_on_failure() -> None:
     assert service["ExecStart"].split()[-1] == "run"
     assert service["Restart"] == "on-failure"
     assert service["KillMode"] == "mixed"
+
+
+@pytest.mark.parametrize(
+    ("doc", "index"), [("README.md", 2), ("docs/operations.md", 1)], ids=["readme", "operations"]
+)
+def test_operator_command_blocks_run_against_a_daemon(env: Env, doc: str, index: int) -> None:
+    """Each line of the doc's operator block, with JOB filled in, exits 0."""
+    block = _blocks(ROOT / doc, "sh")[index]
+    assert "spoolq status" in block
+    env.write_config("[lanes.warehouse]\nconcurrency = 1\n")
+    d = env.start()
+    env.publish("echo some output; exit 3\n", "bad.trigger")
+    failed = d.wait_for("failed")[0]["job"]
+    env.cli("pause", "held", check=True)
+    env.publish('{"lane": "held", "argv": ["true"]}', "held.trigger")
+    queued = d.wait_for("queued", trigger=str(env.spool / "held.trigger"))[0]["job"]
+    for line in block.splitlines():
+        cmd = line.split("#")[0].split()
+        if not cmd:
+            continue
+        assert cmd[0] == "spoolq", line
+        args = [queued if a == "JOB" and "cancel" in cmd else failed if a == "JOB" else a
+                for a in cmd[1:]]  # fmt: skip
+        res = env.cli(*args)
+        assert res.returncode == 0, f"{line}: {res.stderr}"
+
+
+def test_triggers_md_publishing_snippets_run(env: Env) -> None:
+    doc = DOCS / "triggers.md"
+    shell, plain = _blocks(doc, "sh")[:2]
+    python = _blocks(doc, "python")[0]
+    assert plain.strip() in (EXAMPLES / "plain.trigger").read_text()
+    d = env.start()
+    subprocess.run(["sh", "-euc", shell.replace("/var/spool/etl", str(env.spool))], check=True)
+    py = python.replace('"/var/spool/etl"', repr(str(env.spool)))
+    py = py.replace('["python3", "-m", "myetl.load", "sales.csv"]', '["echo", "loaded"]')
+    subprocess.run([sys.executable, "-c", py], check=True, timeout=60)
+    d.wait_for("queued", count=2)
+    names = sorted(Path(j["trigger"]).name for j in env.jobs())
+    assert "sales.trigger" in names and len(names) == 2
