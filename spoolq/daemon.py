@@ -421,15 +421,18 @@ class Daemon:
         """Commit the outcome of ended jobs, start what their slots allow, and only then do
         the bookkeeping (archive renames, log lines): in a busy lane the next job is
         already running while we tidy up after the last one."""
-        done: list[tuple[RunningJob, Job]] = []
-        while self._unrecorded:
-            rj = self._unrecorded[0]
-            done.append((rj, self._commit_outcome(rj)))
-            self._unrecorded.pop(0)
-        if done:
-            self._guarded(self._dispatch)
-        for rj, new in done:
-            self._after_outcome(rj, new)
+        if not self._unrecorded:
+            return
+        # One transaction: the outcomes, and the claims of the slots they free.
+        with self.store.atomic():
+            done = [(rj, self._commit_outcome(rj)) for rj in self._unrecorded]
+            claimed = self._claim_dirty()
+        self._unrecorded.clear()
+        try:
+            self._launch_all(claimed)
+        finally:
+            for rj, new in done:
+                self._after_outcome(rj, new)
 
     def _timers(self) -> None:
         mono = self.mono()
@@ -490,15 +493,37 @@ class Daemon:
 
     # -- running -----------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        if self._stopping or not self._dirty:
-            return
-        lanes, self._dirty = self._dirty, set()
-        for lane in sorted(lanes):
-            # One transaction claims every free slot; a finishing job marks its lane dirty
-            # again, so a full lane costs no further claim until a slot frees.
-            for job in self.store.claim_batch(lane, self.id, self.clock(), self._claimer.home):
-                crash_point("started")
+        self._launch_all(self._claim_dirty())
+
+    def _launch_all(self, jobs: list[Job]) -> None:
+        """Start claimed jobs. One that cannot start for a reason that is not its own (its
+        log cannot be created) goes back to the queue; the others still start."""
+        trouble: OSError | None = None
+        for job in jobs:
+            crash_point("started")
+            try:
                 self._launch(job)
+            except OSError as exc:
+                self.store.requeue_interrupted([job.id], self.clock())
+                trouble = exc
+        if trouble is not None:
+            raise StoreUnavailable(f"cannot create job logs in {self.state.root}: {trouble}")
+
+    def _claim_dirty(self) -> list[Job]:
+        """Claim every free slot of the lanes that may have work; a finishing job marks its
+        lane dirty again, so a full lane costs no further claim until a slot frees."""
+        if self._stopping or not self._dirty:
+            return []
+        lanes, self._dirty = self._dirty, set()
+        claimed: list[Job] = []
+        try:
+            for lane in sorted(lanes):
+                now = self.clock()
+                claimed += self.store.claim_batch(lane, self.id, now, self._claimer.home)
+        except StoreUnavailable:
+            self._dirty |= lanes  # ask again once the store is back
+            raise
+        return claimed
 
     def _launch(self, job: Job) -> None:
         assert job.spec is not None
@@ -512,13 +537,7 @@ class Daemon:
         }
         cwd = job.spec.cwd or os.path.dirname(job.trigger)
         rj = RunningJob(job, env, cwd, clock=self.mono, open_log=self._logs.open)
-        try:
-            rj.start()
-        except OSError as exc:
-            # The log cannot be opened (state dir unwritable, disk full): not the job's
-            # fault. Put it back and treat it like a store outage.
-            self.store.requeue_interrupted([job.id], self.clock())
-            raise StoreUnavailable(f"cannot open the log {job.log}: {exc.strerror}") from exc
+        rj.start()  # OSError: the log cannot be opened (see _launch_all)
         self._running[job.id] = rj
         self.log.emit(
             "started",

@@ -7,6 +7,7 @@ so they hold for every process sharing the store. Nothing above this package wri
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -37,6 +38,10 @@ class Store(abc.ABC):
     # -- lifecycle -------------------------------------------------------------------------
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """Run the verbs called inside the block as one transaction: all or nothing."""
 
     @abc.abstractmethod
     def verify(self) -> str | None:

@@ -86,11 +86,12 @@ class PostgresStore(SqlStore):
             raise StoreError(f"PostgreSQL store {self._redacted()}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Tx]:
+    def _begin(self) -> Iterator[Tx]:
         with self._translate(), self._conn.transaction(), self._conn.cursor() as cur:
             yield _PgTx(cur, self._q)
 
-    _read = _tx
+    def _read(self) -> contextlib.AbstractContextManager[Tx]:
+        return self._tx()
 
     def close(self) -> None:
         self._conn.close()

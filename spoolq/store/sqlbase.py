@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from spoolq.errors import JobNotFound, SpoolqError
@@ -37,9 +37,31 @@ class Tx(Protocol):
 
 
 class SqlStore(Store):
+    _outer: Tx | None = None  # the transaction of an open atomic() block
+
     @abc.abstractmethod
-    def _tx(self) -> contextlib.AbstractContextManager[Tx]:
+    def _begin(self) -> contextlib.AbstractContextManager[Tx]:
         """A write transaction that serializes with other writers as the verb needs."""
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        if self._outer is not None:  # inside atomic(): one transaction for every verb
+            yield self._outer
+            return
+        with self._begin() as tx:
+            yield tx
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        if self._outer is not None:
+            yield
+            return
+        with self._begin() as tx:
+            self._outer = tx
+            try:
+                yield
+            finally:
+                self._outer = None
 
     @abc.abstractmethod
     def _read(self) -> contextlib.AbstractContextManager[Tx]:

@@ -93,7 +93,7 @@ class SqliteStore(SqlStore):
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Tx]:
+    def _begin(self) -> Iterator[Tx]:
         with self._translate():
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -107,7 +107,7 @@ class SqliteStore(SqlStore):
     @contextlib.contextmanager
     def _read(self) -> Iterator[Tx]:
         with self._translate():
-            yield _SqliteTx(self._db, self._q)
+            yield self._outer or _SqliteTx(self._db, self._q)
 
     def _ids(self, ids: Sequence[str]) -> Any:
         return json.dumps(list(ids))  # expanded by json_each() in the query

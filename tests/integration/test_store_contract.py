@@ -989,3 +989,27 @@ def test_sqlite_verify_notices_a_replaced_file_and_reopen_recovers(tmp_path: Pat
         assert len(store.list_jobs()) == 1
     finally:
         store.close()
+
+
+# -- atomic: several verbs, one transaction ---------------------------------------------------
+def test_atomic_commits_several_verbs_together(kit: StoreKit) -> None:
+    store, other = kit.open(), kit.open()
+    store.set_lanes({"default": 1})
+    running = run_to(store, JobState.RUNNING)
+    store.enqueue([new_job()], dedup_window=WINDOW, now=T0)
+    with store.atomic():
+        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+        nxt = store.claim_next("default", "d1", T0 + 1)
+    assert nxt is not None  # the slot freed inside the same transaction was taken
+    assert other.get(running.id).state is JobState.SUCCEEDED
+    assert other.get(nxt.id).state is JobState.RUNNING
+
+
+def test_atomic_rolls_back_every_verb_on_error(kit: StoreKit) -> None:
+    store, other = kit.open(), kit.open()
+    store.set_lanes({"default": 1})
+    running = run_to(store, JobState.RUNNING)
+    with pytest.raises(RuntimeError), store.atomic():
+        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+        raise RuntimeError("crash between the verbs")
+    assert other.get(running.id).state is JobState.RUNNING
