@@ -107,7 +107,7 @@ class Intake:
 
     def _scan(self, spool: SpoolConfig, top: str | None = None) -> None:
         target = spool if top is None else spool.model_copy(update={"path": Path(top)})
-        for path, _entry in scan_spool(target, self._state_root):
+        for path in scan_spool(target, self._state_root):
             self._queue.append((spool, path, False))
             if spool.recursive:
                 self._on_dir(spool, os.path.dirname(path))

@@ -332,3 +332,17 @@ def test_templates_mode_rejects_every_command_form(staging: Path, text: str) -> 
 def test_templates_mode_still_runs_templates(staging: Path) -> None:
     config = templates(staging, allow_commands=False)
     assert job(config, "batch", n=2, mode="replace").steps == (("batch", "2", "replace"),)
+
+
+def test_a_jobspec_survives_its_json_round_trip_with_every_field() -> None:
+    """The store keeps the spec as JSON; every field must come back as it was."""
+    import dataclasses
+
+    from spoolq.jobs import JobSpec
+
+    spec = JobSpec(
+        steps=(("/bin/sh", "-c", "echo ü"), ("true",)), lane="l", idem_key="k", priority=-3,
+        timeout=1.5, retries=2, env={"A": "1"}, cwd="/w", template="t",
+    )  # fmt: skip
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert {f.name for f in dataclasses.fields(JobSpec)} == set(json.loads(spec.to_json()))
