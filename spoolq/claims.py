@@ -101,6 +101,25 @@ class Claimer:
     def close(self) -> None:
         os.close(self._claimed_fd)
 
+    def reopen(self) -> None:
+        """claimed/ was deleted and made again: hold the new directory."""
+        self.close()
+        self._claimed_fd = os.open(self.state.claimed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _learn_recursive_dirs(self) -> None:
+        """Tag every directory of the recursive spools (an empty subdirectory is not seen by
+        scans, but a crash may have left a claim that came from it)."""
+        for spool in self.config.spool:
+            if not spool.recursive:
+                continue
+            for root, dirs, _ in os.walk(spool.path):
+                dirs[:] = [
+                    d for d in dirs
+                    if os.path.join(root, d) != str(self.state.root)
+                    and not os.path.islink(os.path.join(root, d))
+                ]  # fmt: skip
+                self.remember_dir(spool, root)
+
     def remember_dir(self, spool: SpoolConfig, directory: str) -> None:
         self._origins[origin_tag(directory)] = Origin(spool, directory)
 
@@ -239,6 +258,9 @@ class Claimer:
                 if now_ms - ULID.from_str(job_id).milliseconds < min_age * 1000:
                     continue
                 origin = self._origins.get(tag)
+                if origin is None:
+                    self._learn_recursive_dirs()
+                    origin = self._origins.get(tag)
                 if origin is None:
                     first = self.config.spool[0]
                     origin = Origin(first, str(first.path))

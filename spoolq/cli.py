@@ -503,10 +503,16 @@ def prune(s: Settings, older: str) -> None:
         age = parse_duration(older)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    with s.store() as (_c, _state, store):
-        removed = store.prune(time.time() - age)
+    with s.store() as (_c, state, store):
+        # Only this host's jobs: another host's triggers and logs are not here to delete,
+        # and a row removed while its trigger waits in that host's claimed/ would be
+        # revived there as a new job.
+        home = f"{socket.gethostname()}:{state.root}"
+        removed = store.prune(time.time() - age, home)
         for job in removed:
-            for path in (job.file_path, Path(job.log), Path(f"{job.file_path}.reason")):
+            archived = job.file_path
+            for path in (archived, Path(f"{archived}.reason"), Path(job.claimed_path),
+                         Path(job.log)):  # fmt: skip
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
     click.echo(f"pruned {len(removed)} job(s)")

@@ -113,6 +113,7 @@ class Daemon:
             mono=self.mono,
         )
         listener = self.store.listen(self.id)
+        self._listener = listener
         self._listener_fd = listener.fileno()
         old_handlers = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -237,6 +238,43 @@ class Daemon:
             self._record(revived)
         self._archive_finished(finished)
 
+    def _listener_moved(self) -> None:
+        """A listener whose connection dropped has a new fd, or none until it reconnects."""
+        fd = self._listener.fileno()
+        if fd == self._listener_fd:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(self._listener_fd)
+        if fd >= 0:
+            self._poll.register(fd, select.POLLIN)
+        self._listener_fd = fd
+
+    def _beat(self, now: float) -> None:
+        if self.store.heartbeat(self.id, now):
+            return
+        # Fenced: another daemon saw no heartbeat from us for stale_after (a long stall)
+        # and re-queued our running jobs. Our copies must not run beside their re-runs.
+        self.log.error(
+            "fenced",
+            daemon=self.id,
+            running=len(self._running),
+            action="stopping running jobs (already re-queued by a peer), registering again",
+        )
+        self._stop_all_running()
+        self.store.register_daemon(
+            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
+        )
+
+    def _stop_all_running(self) -> None:
+        """Kill every running job without recording anything (the store has moved on)."""
+        for rj in list(self._running.values()):
+            if rj.pidfd is not None:
+                self._poll.unregister(rj.pidfd)
+                self._by_fd.pop(rj.pidfd, None)
+            rj.stop_now()
+        self._running.clear()
+        self._unrecorded.clear()
+
     def _recover_lost_store(self, problem: str) -> None:
         """The store file vanished or was replaced under us. Running jobs cannot be
         recorded any more: stop them (they run again, at least once), open a fresh store,
@@ -246,13 +284,9 @@ class Daemon:
             problem=problem,
             action="stopping running jobs, opening a fresh store, re-creating jobs from claimed/",
         )
-        for rj in list(self._running.values()):
-            if rj.pidfd is not None:
-                self._poll.unregister(rj.pidfd)
-                self._by_fd.pop(rj.pidfd, None)
-            rj.stop_now()
-        self._running.clear()
-        self._unrecorded.clear()
+        self._stop_all_running()
+        self.state.ensure()  # the whole state directory may have gone with it
+        self._claimer.reopen()
         self.store.reopen()
         self._bootstrap_store()
 
@@ -306,13 +340,16 @@ class Daemon:
             timeout = self._timeout()
             for fd, _ in self._poll.poll(None if timeout is None else max(0, timeout * 1000)):
                 if fd == self._wake_r:
-                    self._wake_pending = False
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 4096):
                             pass
+                    # Only after the drain: a watcher that offers in between writes a byte
+                    # of its own, and what it offered is taken below in this iteration.
+                    self._wake_pending = False
                 elif fd == self._listener_fd:
                     drain()
-                    self._control()
+                    self._listener_moved()
+                    self._guarded(self._control)
                     # An operator on another host may have cancelled or retried a job whose
                     # trigger lives here: put files where the states say, at the next beat.
                     self._needs_reconcile = True
@@ -339,36 +376,40 @@ class Daemon:
         if self.mono() < self._store_retry_at:
             return
         try:
+            if self._store_backoff > 0.5:
+                # After a fault, a real write decides that the store is back (a step with
+                # nothing to do would succeed without touching it).
+                self._beat(self.clock())
+                self.log.emit("store_recovered")
+                self._store_backoff = 0.5
+                self._intake.overflowed = True  # rescan: triggers seen while down were dropped
+                self._needs_reconcile = True
             step()
         except StoreUnavailable as exc:
             self.log.error("store_unavailable", error=str(exc), retry_in=self._store_backoff)
             self._store_retry_at = self.mono() + self._store_backoff
             self._store_backoff = min(STORE_RETRY_MAX, self._store_backoff * 2)
-        else:
-            if self._store_backoff > 0.5:
-                self.log.emit("store_recovered")
-                self._intake.overflowed = True  # rescan: triggers seen while down were dropped
-                self._needs_reconcile = True
-            self._store_backoff = 0.5
 
     def _timeout(self) -> float | None:
         mono = self.mono()
-        marks = [self._next_heartbeat, self._intake.next_deadline()]
-        for rj in self._running.values():
-            d = rj.deadline()
-            if d is not None:
-                marks.append(d)
-            if rj.pid and rj.pid != rj.recorded_pid:
-                marks.append(rj.started + PID_RECORD_AFTER)
-        if self._due_at is not None:
-            marks.append(mono + (self._due_at - self.clock()))
-        if self._store_retry_at > mono:
-            marks.append(self._store_retry_at)
+        # Job timers (timeouts, kill escalation) never wait for the store.
+        marks = [d for rj in self._running.values() if (d := rj.deadline()) is not None]
         if self._shutdown_deadline is not None:
             marks.append(self._shutdown_deadline)
+        if self._store_retry_at > mono:
+            # Backing off from a store fault: everything else waits for the retry time.
+            return min([self._store_retry_at, *marks]) - mono
+        marks += [self._next_heartbeat, self._intake.next_deadline()]
+        marks += [
+            rj.started + PID_RECORD_AFTER
+            for rj in self._running.values()
+            if rj.pid and rj.pid != rj.recorded_pid
+        ]
+        if self._due_at is not None:
+            marks.append(mono + (self._due_at - self.clock()))
         if self._intake.pending or self._unsaved:
             return 0
-        if self._dirty and not self._stopping and mono >= self._store_retry_at:
+        if self._dirty and not self._stopping:
             # Lanes with work found outside the loop's own steps (the start-up bootstrap:
             # jobs already queued, jobs just rescued) must not wait for the next timer.
             return 0
@@ -444,7 +485,10 @@ class Daemon:
             problem = self.store.verify()
             if problem:
                 self._recover_lost_store(problem)
-            self.store.heartbeat(self.id, now)
+            self._beat(now)
+            if self._listener_fd < 0:
+                self._listener.drain()  # reconnects
+                self._listener_moved()
             if self._needs_reconcile:
                 self._reconcile(min_age=10.0 if self._peers else 0.0)
             self._rescue(now)
@@ -566,7 +610,7 @@ class Daemon:
         now = self.clock()
         if result.ok:
             new = self.store.finish(job, result, JobState.SUCCEEDED, now)
-        elif rj.stop_reason == "cancelled":
+        elif rj.stop_reason == "cancelled" or rj.cancelled:
             new = self.store.finish(job, result, JobState.CANCELLED, now)
         elif rj.stop_reason == "shutdown":
             requeued = self.store.requeue_interrupted([job.id], now)
@@ -615,6 +659,7 @@ class Daemon:
             rj = self._running.get(job.id)
             if rj is not None:
                 self.log.emit("cancelling", job=job.id, lane=job.lane)
+                rj.cancelled = True  # even if it is already stopping (a timeout's grace)
                 rj.terminate("cancelled")
         now = self.clock()
         self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))

@@ -50,6 +50,7 @@ class RunningJob:
     recheck_at: float | None = field(init=False, default=None)
     result: AttemptResult | None = field(init=False, default=None)
     recorded_pid: int | None = field(init=False, default=None)  # the pid the store knows
+    cancelled: bool = field(init=False, default=False)  # an operator asked for it
     _usage: _Usage = field(init=False, default_factory=_Usage)
     _log_fd: int = field(init=False, default=-1)
     _pgid: int = field(init=False, default=0)

@@ -94,7 +94,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
-        """End the running attempt as failed and queue the job again for ``not_before``."""
+        """End the running attempt as failed and queue the job again for ``not_before`` -
+        unless an operator asked to cancel it meanwhile: then it ends cancelled."""
 
     @abc.abstractmethod
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
@@ -121,7 +122,9 @@ class Store(abc.ABC):
     def register_daemon(self, info: DaemonInfo) -> None: ...
 
     @abc.abstractmethod
-    def heartbeat(self, daemon_id: str, now: float) -> None: ...
+    def heartbeat(self, daemon_id: str, now: float) -> bool:
+        """Record that the daemon is alive. False if its registration is gone: another
+        daemon found it silent for ``stale_after`` and re-queued its running jobs."""
 
     @abc.abstractmethod
     def unregister_daemon(self, daemon_id: str) -> None: ...
@@ -165,8 +168,9 @@ class Store(abc.ABC):
     def state_counts(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
-    def prune(self, finished_before: float) -> list[Job]:
-        """Delete finished jobs (and their attempts) older than the cutoff; return them."""
+    def prune(self, finished_before: float, home: str | None = None) -> list[Job]:
+        """Delete finished jobs (and their attempts) older than the cutoff; return them.
+        With ``home``, only jobs whose files live there (their host prunes the others)."""
 
     # -- change notification between processes ------------------------------------------------
     @abc.abstractmethod

@@ -50,6 +50,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._broken = False
         self._pg = _psycopg()
         self._q = queries.load("postgres.sql")
         self._connect()
@@ -81,12 +82,15 @@ class PostgresStore(SqlStore):
         try:
             yield
         except self._pg.OperationalError as exc:
+            self._broken = True  # the next transaction connects again first
             raise StoreUnavailable(f"PostgreSQL store {self._redacted()}: {exc}") from exc
         except self._pg.Error as exc:
             raise StoreError(f"PostgreSQL store {self._redacted()}: {exc}") from exc
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Tx]:
+        if self._broken or self._conn.closed:
+            self.reopen()
         with self._translate(), self._conn.transaction(), self._conn.cursor() as cur:
             yield _PgTx(cur, self._q)
 
@@ -97,16 +101,19 @@ class PostgresStore(SqlStore):
         self._conn.close()
 
     def verify(self) -> str | None:
+        """A dropped connection is not a lost store: the rows are on the server. Connect
+        again (StoreUnavailable while the server is down) and report nothing lost."""
         try:
             self._conn.execute("SELECT 1")
-        except self._pg.Error as exc:
-            return f"lost the connection to {self._redacted()}: {exc}"
+        except self._pg.Error:
+            self.reopen()
         return None
 
     def reopen(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.close()
         self._connect()
+        self._broken = False
 
     # -- notification ------------------------------------------------------------------------
     def listen(self, daemon_id: str) -> PgListener:
@@ -118,26 +125,44 @@ class PostgresStore(SqlStore):
 
 
 class PgListener:
-    """A second connection that LISTENs; the daemon polls its socket."""
+    """A second connection that LISTENs; the daemon polls its socket. If the server goes
+    away the socket reports EOF: the listener then closes it (``fileno`` is -1) and tries to
+    connect again at each ``drain``."""
 
     def __init__(self, store: PostgresStore, daemon_id: str) -> None:
+        self._store = store
+        self._pg = store._pg
+        self._channel = "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
+        self._conn: Any = None
+        self._connect()
+        if self._conn is None:
+            raise StoreUnavailable(f"cannot connect to {store._redacted()} to LISTEN")
+
+    def _connect(self) -> None:
         from psycopg import sql
 
-        self._pg = store._pg
         try:
-            self._conn = self._pg.connect(store.url, autocommit=True)
-        except self._pg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot connect to {store._redacted()}: {exc}") from exc
-        channel = "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
-        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            conn = self._pg.connect(self._store.url, autocommit=True)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except self._pg.Error:
+            return
+        self._conn = conn
 
     def fileno(self) -> int:
-        return int(self._conn.fileno())
+        return int(self._conn.fileno()) if self._conn is not None else -1
 
     def drain(self) -> None:
-        with contextlib.suppress(self._pg.Error):
-            for _ in self._conn.notifies(timeout=0):
-                pass
+        if self._conn is not None:
+            try:
+                for _ in self._conn.notifies(timeout=0):
+                    pass
+                return
+            except self._pg.Error:
+                with contextlib.suppress(self._pg.Error):
+                    self._conn.close()
+                self._conn = None
+        self._connect()
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()

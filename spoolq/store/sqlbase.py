@@ -105,6 +105,10 @@ class SqlStore(Store):
                     created_at=job.created_at,
                     finished_at=now if reason else None,
                 )
+                if row is None:
+                    # Already recorded: a retried batch whose commit did reach the store, or
+                    # a claim revived twice. The id is the trigger's; one job stays one job.
+                    row = tx.one("get_job", id=job.id)
                 assert row is not None
                 out.append(job_from_row(row))
         return out
@@ -181,14 +185,27 @@ class SqlStore(Store):
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
         with self._tx() as tx:
             self._close_attempt(tx, job, result, now)
-            row = tx.one(
-                "requeue_job",
-                id=job.id,
-                exit_code=result.exit_code,
-                reason=result.reason,
-                not_before=not_before,
-                failed=1,
-            )
+            cur = tx.one("get_job", id=job.id)
+            if cur is not None and cur["cancel_requested"]:
+                # Cancelled while this attempt was failing: no retry.
+                row = tx.one(
+                    "finish_job",
+                    id=job.id,
+                    state=JobState.CANCELLED.value,
+                    exit_code=result.exit_code,
+                    reason="cancelled by operator",
+                    now=now,
+                    failed=0,
+                )
+            else:
+                row = tx.one(
+                    "requeue_job",
+                    id=job.id,
+                    exit_code=result.exit_code,
+                    reason=result.reason,
+                    not_before=not_before,
+                    failed=1,
+                )
         return job_from_row(row) if row is not None else self.get(job.id)
 
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
@@ -256,9 +273,9 @@ class SqlStore(Store):
                 heartbeat_at=info.heartbeat_at,
             )
 
-    def heartbeat(self, daemon_id: str, now: float) -> None:
+    def heartbeat(self, daemon_id: str, now: float) -> bool:
         with self._tx() as tx:
-            tx.one("heartbeat", id=daemon_id, now=now)
+            return tx.one("heartbeat", id=daemon_id, now=now) is not None
 
     def unregister_daemon(self, daemon_id: str) -> None:
         with self._tx() as tx:
@@ -347,9 +364,9 @@ class SqlStore(Store):
             counts.update({r["state"]: int(r["n"]) for r in tx.all("state_counts")})
         return counts
 
-    def prune(self, finished_before: float) -> list[Job]:
+    def prune(self, finished_before: float, home: str | None = None) -> list[Job]:
         with self._tx() as tx:
-            rows = tx.all("prune", before=finished_before)
+            rows = tx.all("prune", before=finished_before, home=home)
             if rows:
                 tx.all("delete_attempts", ids=self._ids([r["id"] for r in rows]))
         return [job_from_row(r) for r in rows]

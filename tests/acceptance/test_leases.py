@@ -11,7 +11,7 @@ from pathlib import Path
 from spoolq.claims import new_job_id
 from spoolq.jobs import DaemonInfo, JobSpec, NewJob
 from spoolq.store.sqlite import SqliteStore
-from tests.conftest import DaemonProcess, Env, wait_until
+from tests.conftest import DaemonProcess, Env, process_running, wait_until
 
 FAST = 'heartbeat_interval = "0.3s"\nstale_after = "2s"\n'
 
@@ -121,3 +121,29 @@ def test_fresh_heartbeat_from_another_host_is_left_alone(env: Env) -> None:
     _wait_heartbeats(env, d, 3)
     assert not d.find("interrupted")
     assert env.job(job_id)["state"] == "running"
+
+
+def test_a_fenced_daemon_stops_its_copies_before_the_rerun(env: Env) -> None:
+    """A peer declared this daemon dead (a stall longer than stale_after) and re-queued its
+    job: at its next heartbeat the daemon kills its own copy, registers again, and the job
+    runs once more - never two copies at once."""
+    env.write_config(FAST)
+    d = env.start()
+    release, runs = _blocking_job(env, "long")
+    started = d.wait_for("started")[0]
+    wait_until(lambda: runs.exists(), 10, "the first run")
+    store = SqliteStore(env.state / "spoolq.db")
+    try:  # what a peer does to a daemon it believes dead
+        daemon_id = store.daemons()[0].id
+        store.unregister_daemon(daemon_id)
+        store.requeue_interrupted([started["job"]], time.time())
+    finally:
+        store.close()
+    d.wait_for("fenced", timeout=20)
+    d.wait_for("started", count=2, timeout=20)
+    wait_until(lambda: len(runs.read_text().split()) == 2, 20, "the re-run")
+    assert not process_running(started["pid"])  # the first copy was stopped
+    release.touch()
+    d.wait_for("succeeded", timeout=20)
+    history = env.job(started["job"])["attempt_history"]
+    assert [a["reason"] for a in history] == ["interrupted", None]

@@ -85,3 +85,31 @@ def test_cancel_from_another_host_reaches_the_running_job(tmp_path: Path, pg_url
     finally:
         a.close()
         ops.close()
+
+
+def test_dropped_connections_are_reopened_and_nothing_is_lost(tmp_path: Path, pg_url: str) -> None:
+    """The server kills the daemon's connections (a failover, an admin, a restart): the
+    daemon keeps running, reconnects, keeps its running job, and takes new triggers."""
+    a = _host(tmp_path, "a", pg_url)
+    try:
+        d = a.start()
+        release = tmp_path / "release"
+        a.publish(f"while [ ! -e {release} ]; do sleep 0.05; done\n", "long.trigger")
+        started = d.wait_for("started")[0]
+        schema = pg_url.rsplit("%3D", 1)[1]
+        with psycopg.connect(PG, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                "AND application_name = '' AND query NOT ILIKE %s",
+                (f"%{schema}%",),
+            ).fetchone()
+        assert killed and killed[0] >= 1
+        a.publish('{"lane": "other", "argv": ["true"]}', "after.trigger")
+        d.wait_for("succeeded", trigger=str(a.spool / "after.trigger"), timeout=60)
+        release.touch()
+        d.wait_for("succeeded", job=started["job"], timeout=60)
+        assert d.proc.poll() is None
+        assert not d.find("store_lost")
+    finally:
+        a.close()

@@ -1013,3 +1013,19 @@ def test_atomic_rolls_back_every_verb_on_error(kit: StoreKit) -> None:
         store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
         raise RuntimeError("crash between the verbs")
     assert other.get(running.id).state is JobState.RUNNING
+
+
+def test_enqueue_of_an_id_already_recorded_keeps_one_job(store: Store) -> None:
+    """A batch retried after a commit whose answer was lost must not fail or double."""
+    job = new_job()
+    first = store.enqueue([job], dedup_window=WINDOW, now=T0)
+    again = store.enqueue([job], dedup_window=WINDOW, now=T0 + 1)
+    assert [j.id for j in again] == [first[0].id]
+    assert len(store.list_jobs()) == 1
+
+
+def test_a_job_cancelled_while_its_attempt_fails_is_not_retried(store: Store) -> None:
+    running = run_to(store, JobState.RUNNING, retries=3)
+    store.cancel(running.id, T0 + 1)  # flagged: its daemon has not seen it yet
+    after = store.schedule_retry(running, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    assert after.state is JobState.CANCELLED

@@ -9,6 +9,7 @@ VALUES (%(id)s, %(state)s, %(lane)s, %(priority)s, %(trigger)s, %(claimed_path)s
         %(log)s,
         %(spec)s, %(idem_key)s, %(retries)s, %(retry_backoff)s, %(timeout)s, %(kill_grace)s,
         %(on_success)s, %(reason)s, %(created_at)s, %(finished_at)s, 0)
+ON CONFLICT (id) DO NOTHING
 RETURNING *
 
 -- name: lock_idem_key
@@ -111,7 +112,7 @@ VALUES (%(id)s, %(host)s, %(pid)s, %(pid_start)s, %(started_at)s, %(heartbeat_at
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
 
 -- name: heartbeat
-UPDATE spoolq_daemons SET heartbeat_at = %(now)s WHERE id = %(id)s
+UPDATE spoolq_daemons SET heartbeat_at = %(now)s WHERE id = %(id)s RETURNING id
 
 -- name: unregister_daemon
 DELETE FROM spoolq_daemons WHERE id = %(id)s
@@ -176,6 +177,7 @@ SELECT state, count(*) AS n FROM spoolq_jobs GROUP BY state
 DELETE FROM spoolq_jobs
 WHERE finished_at IS NOT NULL AND finished_at < %(before)s
   AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+  AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
 RETURNING *
 
 -- name: delete_attempts

@@ -7,6 +7,7 @@ INSERT INTO jobs (id, state, lane, priority, trigger, claimed_path, home, log, s
 VALUES (:id, :state, :lane, :priority, :trigger, :claimed_path, :home, :log, :spec, :idem_key,
         :retries, :retry_backoff, :timeout, :kill_grace, :on_success, :reason,
         :created_at, :finished_at, 0)
+ON CONFLICT (id) DO NOTHING
 RETURNING *
 
 -- name: lock_idem_key
@@ -108,7 +109,7 @@ INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_
 VALUES (:id, :host, :pid, :pid_start, :started_at, :heartbeat_at)
 
 -- name: heartbeat
-UPDATE daemons SET heartbeat_at = :now WHERE id = :id
+UPDATE daemons SET heartbeat_at = :now WHERE id = :id RETURNING id
 
 -- name: unregister_daemon
 DELETE FROM daemons WHERE id = :id
@@ -168,6 +169,7 @@ SELECT state, count(*) AS n FROM jobs GROUP BY state
 DELETE FROM jobs
 WHERE finished_at IS NOT NULL AND finished_at < :before
   AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+  AND (:home IS NULL OR home = :home OR home = '')
 RETURNING *
 
 -- name: delete_attempts
