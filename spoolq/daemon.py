@@ -509,17 +509,34 @@ class Daemon:
                 job = self._claimer.claim(spool, path)
                 if job is not None:
                     batch.append(job)
-            self._record(batch)
-            self._dispatch()
+            # One transaction records the batch and claims the slots it can fill.
+            with self.store.atomic():
+                stored = self._enqueue(batch)
+                claimed = self._claim_dirty()
+            self._unsaved = []
+            crash_point("enqueued")
+            self._announce(stored)
+            self._launch_all(claimed)
 
     def _record(self, batch: list[NewJob]) -> None:
-        todo = self._unsaved + batch
-        if not todo:
-            return
-        self._unsaved = todo  # kept until the store has them
-        stored = self.store.enqueue(todo, dedup_window=self.config.dedup_window, now=self.clock())
+        stored = self._enqueue(batch)
         self._unsaved = []
         crash_point("enqueued")
+        self._announce(stored)
+
+    def _enqueue(self, batch: list[NewJob]) -> list[Job]:
+        """Record claimed triggers (with any an outage left unrecorded). They stay in
+        ``_unsaved`` until the caller's transaction has committed."""
+        self._unsaved += batch
+        if not self._unsaved:
+            return []
+        stored = self.store.enqueue(
+            self._unsaved, dedup_window=self.config.dedup_window, now=self.clock()
+        )
+        self._dirty.update(j.lane for j in stored if j.state is JobState.QUEUED)
+        return stored
+
+    def _announce(self, stored: list[Job]) -> None:
         for job in stored:
             if job.state is JobState.REJECTED:
                 self._claimer.place_rejected(job)
@@ -528,7 +545,6 @@ class Daemon:
             if job.lane not in self._known_lanes:
                 self._known_lanes.add(job.lane)
                 self.log.warn("unknown_lane", lane=job.lane, concurrency=1, job=job.id)
-            self._dirty.add(job.lane)
             self.log.emit("queued", job=job.id, lane=job.lane, trigger=job.trigger)
 
     def _archive_finished(self, job_ids: list[str]) -> None:
