@@ -188,15 +188,7 @@ class SqlStore(Store):
             cur = tx.one("get_job", id=job.id)
             if cur is not None and cur["cancel_requested"]:
                 # Cancelled while this attempt was failing: no retry.
-                row = tx.one(
-                    "finish_job",
-                    id=job.id,
-                    state=JobState.CANCELLED.value,
-                    exit_code=result.exit_code,
-                    reason="cancelled by operator",
-                    now=now,
-                    failed=0,
-                )
+                row = self._end_cancelled(tx, job.id, result.exit_code, now)
             else:
                 row = tx.one(
                     "requeue_job",
@@ -208,6 +200,18 @@ class SqlStore(Store):
                 )
         return job_from_row(row) if row is not None else self.get(job.id)
 
+    @staticmethod
+    def _end_cancelled(tx: Tx, job_id: str, exit_code: int | None, now: float) -> Row | None:
+        return tx.one(
+            "finish_job",
+            id=job_id,
+            state=JobState.CANCELLED.value,
+            exit_code=exit_code,
+            reason="cancelled by operator",
+            now=now,
+            failed=0,
+        )
+
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
         out = []
         with self._tx() as tx:
@@ -218,15 +222,7 @@ class SqlStore(Store):
                 self._close_attempt(tx, job_from_row(cur), None, now)
                 if cur["cancel_requested"]:
                     # An operator cancelled it while its daemon was gone: honour that.
-                    row = tx.one(
-                        "finish_job",
-                        id=job_id,
-                        state=JobState.CANCELLED.value,
-                        exit_code=None,
-                        reason="cancelled by operator",
-                        now=now,
-                        failed=0,
-                    )
+                    row = self._end_cancelled(tx, job_id, None, now)
                 else:
                     row = tx.one(
                         "requeue_job",
