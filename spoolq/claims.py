@@ -11,7 +11,6 @@ is in the file name).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
@@ -24,7 +23,7 @@ from ulid import ULID
 from spoolq.config import Config, SpoolConfig
 from spoolq.errors import StoreUnavailable, TriggerRejected
 from spoolq.faults import crash_point
-from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
+from spoolq.jobs import Job, JobState, NewJob
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, open_dir_beneath, read_trigger, text_path
 
@@ -43,6 +42,11 @@ class StateDir:
     @property
     def claimed(self) -> Path:
         return self.root / "claimed"
+
+    @property
+    def home(self) -> str:
+        """host:state_dir - where a job's trigger and log live, and so where it runs."""
+        return f"{socket.gethostname()}:{self.root}"
 
     def log_path(self, job_id: str) -> str:
         return str(self.root / "logs" / f"{job_id}.log")
@@ -94,7 +98,7 @@ class Claimer:
         self.warn = warn
         self._claimed_fd = os.open(state.claimed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._origins: dict[str, Origin] = {}
-        self.home = f"{socket.gethostname()}:{state.root}"
+        self.home = state.home
         for spool in config.spool:
             self.remember_dir(spool, str(spool.path))
 
@@ -224,14 +228,6 @@ class Claimer:
             self.warn("file_move_failed", job=job.id, path=src, error=str(exc))
             return False
         return True
-
-    def unarchive(self, job: Job) -> None:
-        """A finished job was queued again (retry): bring its trigger back to claimed/."""
-        name = Path(job.claimed_path).name
-        for sub in ARCHIVE_DIR.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(self.state.root / sub / name, job.claimed_path)
-                return
 
     # -- crash repair ------------------------------------------------------------------------
     def orphans(

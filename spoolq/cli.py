@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -31,8 +30,8 @@ from spoolq.errors import (
     UsageError,
 )
 from spoolq.events import EventLog
-from spoolq.jobs import ARCHIVE_DIR, DaemonInfo, Job, JobState
-from spoolq.runner import process_alive
+from spoolq.jobs import ARCHIVE_DIR, Job, JobState
+from spoolq.runner import daemon_alive
 from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
@@ -271,16 +270,10 @@ def _kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
     return result
 
 
-def _alive(d: DaemonInfo, now: float, config: Config) -> bool:
-    """On this host the kernel knows (pid and its start time: a kill -9 shows at once);
-    a daemon on another host is alive while its heartbeat is fresh."""
-    if d.host == socket.gethostname():
-        return process_alive(d.pid, d.pid_start)
-    return d.heartbeat_at >= now - config.stale_after
-
-
 def _daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
-    return [{**d.to_dict(), "alive": _alive(d, now, config)} for d in store.daemons()]
+    return [
+        {**d.to_dict(), "alive": daemon_alive(d, now, config.stale_after)} for d in store.daemons()
+    ]
 
 
 @cli.command()
@@ -419,7 +412,7 @@ def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
                     click.echo(f"{job.id} cancelled")
                     continue
                 owner = next((d for d in store.daemons() if d.id == job.owner), None)
-                if owner is not None and _alive(owner, now, config):
+                if owner is not None and daemon_alive(owner, now, config.stale_after):
                     click.echo(f"{job.id} is running: its daemon is terminating it")
                 else:
                     click.echo(
@@ -507,8 +500,7 @@ def prune(s: Settings, older: str) -> None:
         # Only this host's jobs: another host's triggers and logs are not here to delete,
         # and a row removed while its trigger waits in that host's claimed/ would be
         # revived there as a new job.
-        home = f"{socket.gethostname()}:{state.root}"
-        removed = store.prune(time.time() - age, home)
+        removed = store.prune(time.time() - age, state.home)
         for job in removed:
             archived = job.file_path
             for path in (archived, Path(f"{archived}.reason"), Path(job.claimed_path),

@@ -32,10 +32,10 @@ from spoolq.jobs import DaemonInfo, Job, JobState, NewJob
 from spoolq.logfiles import LogPool
 from spoolq.runner import (
     RunningJob,
+    daemon_alive,
     job_process_groups,
     kill_orphan_groups,
     pid_start_time,
-    process_alive,
 )
 from spoolq.store.base import Store
 from spoolq.trust import TrustPolicy, check_directory
@@ -220,9 +220,7 @@ class Daemon:
                 lanes.setdefault(tmpl.lane, 1)
         self.store.set_lanes(lanes)
         self._known_lanes = set(lanes)
-        self.store.register_daemon(
-            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
-        )
+        self._register(now)
         others_alive = self._rescue(now)
         self._reconcile(min_age=10.0 if others_alive else 0.0)
         self._dirty.update(self.store.lanes_with_work(now, self._claimer.home))
@@ -249,6 +247,11 @@ class Daemon:
             self._poll.register(fd, select.POLLIN)
         self._listener_fd = fd
 
+    def _register(self, now: float) -> None:
+        self.store.register_daemon(
+            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
+        )
+
     def _beat(self, now: float) -> None:
         if self.store.heartbeat(self.id, now):
             return
@@ -261,9 +264,7 @@ class Daemon:
             action="stopping running jobs (already re-queued by a peer), registering again",
         )
         self._stop_all_running()
-        self.store.register_daemon(
-            DaemonInfo(self.id, self.host, os.getpid(), now, now, pid_start_time(os.getpid()))
-        )
+        self._register(now)
 
     def _stop_all_running(self) -> None:
         """Kill every running job without recording anything (the store has moved on)."""
@@ -296,11 +297,7 @@ class Daemon:
         for d in self.store.daemons():
             if d.id == self.id:
                 continue
-            if d.host == self.host:
-                alive = process_alive(d.pid, d.pid_start)
-            else:
-                alive = d.heartbeat_at >= now - self.config.stale_after
-            if alive:
+            if daemon_alive(d, now, self.config.stale_after):
                 live.add(d.id)
             else:
                 self.store.unregister_daemon(d.id)

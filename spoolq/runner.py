@@ -11,13 +11,14 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from spoolq import logfiles
-from spoolq.jobs import AttemptResult, Job, iso
+from spoolq.jobs import AttemptResult, DaemonInfo, Job, iso
 
 Clock = Callable[[], float]
 GROUP_RECHECK = 0.05  # seconds between checks that a terminated job's group has exited
@@ -315,6 +316,14 @@ def job_process_groups(job_id: str, pid: int | None = None, start: str = "") -> 
         except (OSError, ProcessLookupError):
             continue  # gone, or not ours to read
     return groups
+
+
+def daemon_alive(info: DaemonInfo, now: float, stale_after: float) -> bool:
+    """On this host the kernel knows (pid and its start time: a kill -9 shows at once); a
+    daemon on another host is alive while its heartbeat is fresh."""
+    if info.host == socket.gethostname():
+        return process_alive(info.pid, info.pid_start)
+    return info.heartbeat_at >= now - stale_after
 
 
 def kill_orphan_groups(groups: set[int], grace: float, sleep: Callable[[float], None]) -> bool:
