@@ -26,7 +26,10 @@ def test_kill_9_mid_job_then_restart_reruns_the_job_and_loses_nothing(env: Env) 
     # pid is recorded just after the spawn, in its own transaction; a kill in between
     # leaves an orphan the next start cannot find - a known gap, not tested here.)
     wait_until(lambda: env.job(job_id)["pid"], what="job pid recorded")
-    wait_until(attempts.exists, what="job running")
+    # The shell creates the file before it writes the line: wait for the whole line.
+    wait_until(
+        lambda: attempts.exists() and attempts.read_text().endswith("\n"), what="job running"
+    )
     orphan = int(attempts.read_text().split()[1])
     d1.kill()
     assert process_running(orphan), "the job should outlive its daemon's SIGKILL"

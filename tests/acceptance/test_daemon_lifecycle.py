@@ -57,7 +57,8 @@ def test_second_signal_terminates_running_jobs_which_rerun_at_next_start(env: En
         name="endless.trigger",
     )
     job_id = d.wait_for("started", trigger=str(trigger))[0]["job"]
-    wait_until(pids.exists, what="job running")
+    # The shell creates the file before it writes the line: wait for the whole line.
+    wait_until(lambda: pids.exists() and pids.read_text().endswith("\n"), what="job running")
     pid = int(pids.read_text())
     d.signal(signal.SIGTERM)
     d.wait_for("stopping")
