@@ -35,13 +35,17 @@ def open_log(path: str) -> int:
 
 
 class LogPool:
-    """Spare empty files in ``directory`` (beside logs/, same filesystem, out of sight)."""
+    """Spare empty files in ``directory`` (beside logs/, same filesystem, out of sight),
+    each kept open: a job's log is a spare's inode given its real name by ``link()``, and
+    the fd already open on it goes to the job. The spare's old name is removed later by
+    the pool's thread."""
 
     def __init__(self, directory: str, size: int = 8) -> None:
         self.directory = directory
         os.makedirs(directory, mode=0o750, exist_ok=True)
         self.size = size
-        self._ready: deque[str] = deque()
+        self._ready: deque[tuple[str, int]] = deque()  # (spare path, fd open on it)
+        self._spent: deque[str] = deque()  # spare names whose inode now has a log's name
         self._wanted = threading.Event()
         self._stopping = False
         self._names = (f"{os.getpid()}-{i}" for i in itertools.count())
@@ -58,28 +62,38 @@ class LogPool:
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            while self._spent:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._spent.popleft())
             while not self._stopping and len(self._ready) < self.size:
                 path = os.path.join(self.directory, next(self._names))
                 try:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE))
+                    fd = os.open(path, _FLAGS | os.O_CREAT | os.O_EXCL, MODE)
                 except OSError:
                     break  # full or read-only disk: open() makes logs directly meanwhile
-                self._ready.append(path)
+                self._ready.append((path, fd))
             if self._stopping:
                 return
 
     def open(self, path: str) -> int:
-        """The log at ``path`` opened for appending: an existing one (a retry), a pooled
-        file renamed into place, or - if the pool is empty - a new file."""
-        if not os.path.exists(path):
-            while self._ready:
-                spare = self._ready.popleft()
-                try:
-                    os.rename(spare, path)
-                    break
-                except OSError:
-                    continue
-            self._wanted.set()
+        """The log at ``path`` opened for appending: a pooled file linked into place, an
+        existing log (a retry: link() refuses to replace it), or - if the pool is empty - a
+        new file."""
+        if len(self._ready) <= self.size // 2 and not self._wanted.is_set():
+            self._wanted.set()  # refill in halves: one wake-up of the thread per few jobs
+        while self._ready:
+            spare, fd = self._ready.popleft()
+            try:
+                os.link(spare, path)
+            except FileExistsError:
+                self._ready.appendleft((spare, fd))  # still a spare, for the next job
+                break
+            except OSError:
+                os.close(fd)
+                self._spent.append(spare)
+                continue
+            self._spent.append(spare)
+            return fd
         return open_log(path)
 
     def close(self) -> None:
@@ -87,5 +101,9 @@ class LogPool:
         self._wanted.set()
         self._thread.join(5)
         while self._ready:
+            spare, fd = self._ready.popleft()
+            os.close(fd)
+            self._spent.append(spare)
+        while self._spent:
             with contextlib.suppress(OSError):
-                os.unlink(self._ready.popleft())
+                os.unlink(self._spent.popleft())
