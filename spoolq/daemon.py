@@ -1,8 +1,9 @@
 """``spoolq run``: one event loop that claims triggers, dispatches jobs and reaps them.
 
-Everything that touches the store happens on the loop's thread. Watcher threads only hand
-paths over (``offer``) and wake the loop through a pipe; children are waited for through
-pidfds in the same poll(); control commands from other processes arrive as a byte on the
+Everything that touches the store happens on the loop's thread. The inotify fd is read in
+the loop's own poll(); watcher threads (polling, other platforms) only hand paths over
+(``offer``) and wake the loop through a pipe; children are waited for through pidfds in the
+same poll(); control commands from other processes arrive as a byte on the
 store's listener. With nothing to do the loop sleeps in poll() until the next timer
 (heartbeat, rescan), so an idle daemon costs no CPU.
 """
@@ -17,6 +18,7 @@ import select
 import signal
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -36,6 +38,7 @@ from spoolq.runner import (
     job_process_groups,
     kill_orphan_groups,
     pid_start_time,
+    seal_fds,
 )
 from spoolq.store.base import Store
 from spoolq.trust import TrustPolicy, check_directory
@@ -94,12 +97,15 @@ class Daemon:
         self._peers = False
         self._known_lanes: set[str] = set()
         self._watchers: list[Watcher] = []
+        self._watcher_fds: dict[int, Watcher] = {}  # watchers read in the loop, by fd
+        self._loop_thread = 0  # set by run()
         self._shutdown_deadline: float | None = None
         self._env_base = self._passthrough_env()
         self._needs_reconcile = False
 
     # -- start-up --------------------------------------------------------------------------
     def run(self) -> int:
+        self._loop_thread = threading.get_ident()
         self._check_dirs()
         self.state.ensure()
         self._claimer = Claimer(self.config, self.state, self.policy, self.clock, self.log.warn)
@@ -126,8 +132,7 @@ class Daemon:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            for w in self._watchers:
-                w.stop()
+            self._stop_watchers()
             for rj in self._running.values():
                 rj.abandon()
             with contextlib.suppress(Exception):
@@ -181,7 +186,12 @@ class Daemon:
             w.start()
             if isinstance(w, InotifyWatcher):
                 self._intake.writing = w.writing
+            fd = w.fileno()
+            if fd is not None:
+                self._watcher_fds[fd] = w
+                self._poll.register(fd, select.POLLIN)
         self._intake.scan_all()
+        seal_fds()
         self._next_heartbeat = self.mono() + self.config.heartbeat_interval
         self.log.emit(
             "ready",
@@ -320,8 +330,18 @@ class Daemon:
             self.log.warn("interrupted", job=job.id, lane=job.lane, attempt=job.attempts)
         return self._peers
 
+    def _stop_watchers(self) -> None:
+        for fd in self._watcher_fds:
+            self._poll.unregister(fd)
+        self._watcher_fds.clear()
+        for w in self._watchers:
+            w.stop()
+        self._watchers = []
+
     # -- wake-ups (any thread) ---------------------------------------------------------------
     def _wake(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            return  # an offer made by the loop itself: it looks at the intake before sleeping
         if not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError):
@@ -343,6 +363,8 @@ class Daemon:
                     # Only after the drain: a watcher that offers in between writes a byte
                     # of its own, and what it offered is taken below in this iteration.
                     self._wake_pending = False
+                elif fd in self._watcher_fds:
+                    self._watcher_fds[fd].dispatch()
                 elif fd == self._listener_fd:
                     drain()
                     self._listener_moved()
@@ -417,9 +439,7 @@ class Daemon:
             return
         if self._signals >= 1 and not self._stopping:
             self._stopping = True
-            for w in self._watchers:
-                w.stop()
-            self._watchers = []
+            self._stop_watchers()
             grace = self.config.shutdown_grace
             self._shutdown_deadline = None if grace is None else self.mono() + grace
             self.log.emit("stopping", running=len(self._running), grace=grace)
@@ -483,6 +503,7 @@ class Daemon:
             if problem:
                 self._recover_lost_store(problem)
             self._beat(now)
+            seal_fds()  # a reconnected store or listener may hold new fds
             if self._listener_fd < 0:
                 self._listener.drain()  # reconnects
                 self._listener_moved()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +41,7 @@ class RunningJob:
     open_log: Callable[[str], int] = logfiles.open_log
     started: float = field(init=False)
     step: int = field(init=False, default=0)
-    proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    leader: int | None = field(init=False, default=None)  # pid of the running step
     pidfd: int | None = field(init=False, default=None)
     stop_reason: str | None = field(init=False, default=None)  # timeout | cancelled | ...
     kill_at: float | None = field(init=False, default=None)  # when SIGKILL follows SIGTERM
@@ -67,7 +67,7 @@ class RunningJob:
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.leader
 
     # -- starting ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,19 +87,7 @@ class RunningJob:
             f"{len(self.steps)} cwd={self.cwd}: {shlex.join(argv)}"
         )
         try:
-            # start_new_session: the job and everything it forks share one process group
-            # that we can signal as a whole. No preexec_fn, so CPython can use vfork and
-            # does not copy the daemon's memory.
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_fd,
-                stderr=self._log_fd,
-                cwd=self.cwd,
-                env=dict(self.env),
-                start_new_session=True,
-                close_fds=True,
-            )
+            self.leader = spawn(argv, self.env, self.cwd, self._log_fd)
         except OSError as exc:
             why = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
             if exc.filename and exc.filename != argv[0]:
@@ -107,13 +95,13 @@ class RunningJob:
             self._note(why)
             self._end(None, why)
             return
-        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.pidfd = os.pidfd_open(self.leader)
 
     # -- waiting -----------------------------------------------------------------------------
     def deadline(self) -> float | None:
         """When the event loop must call ``tick`` even if nothing else happens."""
         if self.kill_at is not None:
-            if self.proc is None and self.recheck_at is not None:
+            if self.leader is None and self.recheck_at is not None:
                 return min(self.kill_at, self.recheck_at)
             return self.kill_at
         if self.job.timeout is not None:
@@ -131,7 +119,7 @@ class RunningJob:
             return
         if self.kill_at is None:
             return
-        if self.proc is None:
+        if self.leader is None:
             # Leader gone; wait for the rest of the group until the grace ends.
             if not _group_alive(self._pgid) or now >= self.kill_at:
                 _killpg(self._pgid, signal.SIGKILL)
@@ -140,7 +128,7 @@ class RunningJob:
                 self.recheck_at = now + GROUP_RECHECK
         elif now >= self.kill_at:
             self._note(f"still running {self.job.kill_grace:g}s after SIGTERM: SIGKILL")
-            _killpg(self.proc.pid, signal.SIGKILL)
+            _killpg(self.leader, signal.SIGKILL)
             self.kill_at = now + 3600  # wait for the reap; SIGKILL cannot be ignored
 
     def terminate(self, reason: str) -> None:
@@ -149,22 +137,21 @@ class RunningJob:
             return
         self.stop_reason = reason
         self._note(f"terminating ({reason}): SIGTERM to the process group")
-        if self.proc is not None:
-            _killpg(self.proc.pid, signal.SIGTERM)
+        if self.leader is not None:
+            _killpg(self.leader, signal.SIGTERM)
         self.kill_at = self.clock() + self.job.kill_grace
 
     def on_exit(self) -> None:
         """The current step's leader has exited (its pidfd is readable): reap it."""
-        assert self.proc is not None and self.pidfd is not None
-        pid, status, ru = os.wait4(self.proc.pid, 0)
+        assert self.leader is not None and self.pidfd is not None
+        pid, status, ru = os.wait4(self.leader, 0)
         code = os.waitstatus_to_exitcode(status)
-        self.proc.returncode = code  # we reaped it ourselves; keep Popen consistent
         self._usage.cpu_s += ru.ru_utime + ru.ru_stime
         self._usage.max_rss_kb = max(self._usage.max_rss_kb, ru.ru_maxrss)
         os.close(self.pidfd)
         self.pidfd = None
         self._pgid = pid
-        self.proc = None
+        self.leader = None
         if self.stop_reason is not None:
             self._exit_code = code
             if _group_alive(pid) and self.kill_at is not None:
@@ -205,14 +192,16 @@ class RunningJob:
     def stop_now(self) -> None:
         """Terminate the group and wait for it (blocking, at most kill_grace + a moment);
         for emergencies where the event loop cannot wait."""
-        if self.proc is not None:
-            _killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(self.job.kill_grace)
-            except subprocess.TimeoutExpired:
-                _killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            _killpg(self.proc.pid, signal.SIGKILL)  # anything the leader left behind
+        if self.leader is not None and self.pidfd is not None:
+            _killpg(self.leader, signal.SIGTERM)
+            exited = select.poll()
+            exited.register(self.pidfd, select.POLLIN)
+            if not exited.poll(self.job.kill_grace * 1000):
+                _killpg(self.leader, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.leader, 0)
+            _killpg(self.leader, signal.SIGKILL)  # anything the leader left behind
+            self.leader = None
         self.abandon()
 
     def abandon(self) -> None:
@@ -220,11 +209,77 @@ class RunningJob:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        if self.proc is not None:
-            self.proc.returncode = -1  # not ours to wait for any more
         if self._log_fd >= 0:
             os.close(self._log_fd)
             self._log_fd = -1
+
+
+# -- starting a process --------------------------------------------------------------------
+# posix_spawn() rather than subprocess.Popen: glibc's posix_spawn is a vfork+exec without
+# Popen's Python-level set-up (the error pipe, the handle juggling), ~20 % less time per
+# start. What Popen would add is done here instead: the executable is looked up in the
+# *job's* PATH, the working directory is entered by the daemon (one thread starts jobs, and
+# the daemon uses absolute paths only), the signals Python ignores are reset to default,
+# and no fd leaks because every fd the daemon holds is close-on-exec (seal_fds()).
+_RESET_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)
+)
+_devnull = -1
+_found: dict[tuple[str, str], str] = {}  # (name, PATH) -> executable, for names without "/"
+
+
+def spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str, log_fd: int) -> int:
+    """Start ``argv`` in its own session and process group, stdin /dev/null, stdout and
+    stderr ``log_fd``; return its pid. OSError (with the failing name) if it cannot run."""
+    global _devnull
+    if _devnull < 0:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        here = os.getcwd()
+    except OSError:  # the last job's directory was removed
+        here = ""
+    if here != cwd:
+        os.chdir(cwd)  # FileNotFoundError names cwd, as Popen's would
+    name = argv[0]
+    exe = name if "/" in name else _lookup(name, env)
+    actions = [
+        (os.POSIX_SPAWN_DUP2, _devnull, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    try:
+        return os.posix_spawn(
+            exe, argv, env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS
+        )
+    except OSError as exc:
+        _found.pop((name, env.get("PATH", "")), None)
+        if exc.filename is None:
+            exc.filename = name
+        raise
+
+
+def _lookup(name: str, env: Mapping[str, str]) -> str:
+    key = (name, env.get("PATH", ""))
+    exe = _found.get(key)
+    if exe is None:
+        for directory in os.get_exec_path(dict(env)):
+            candidate = os.path.join(directory, name)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                exe = _found[key] = candidate
+                break
+        else:
+            raise FileNotFoundError(2, os.strerror(2), name)
+    return exe
+
+
+def seal_fds() -> None:
+    """Make every fd above stderr close-on-exec: fds inherited from whoever started the
+    daemon, and those libraries open without O_CLOEXEC (inotify_init), must not reach jobs."""
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
 
 
 def _killpg(pgid: int, sig: int) -> None:

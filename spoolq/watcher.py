@@ -6,8 +6,10 @@ IN_MOVED_FROM (which each claim produces) for half a second in front of later ev
 hides the distinction between a file created (still being written) and a file moved in
 (complete), and it does not surface IN_Q_OVERFLOW. Here every event reaches the daemon at
 once, overflow triggers an immediate rescan, and a directly written file is taken at
-IN_CLOSE_WRITE. Polling (network filesystems) and other platforms use watchdog's observers,
-with the ``settle`` rule deciding when a file is complete.
+IN_CLOSE_WRITE. InotifyFD's own thread is not started: the daemon polls the inotify fd in its
+event loop and reads the events there, which saves a thread switch and a wake-up pipe on
+every trigger's way to its claim. Polling (network filesystems) and other platforms use
+watchdog's observers, with the ``settle`` rule deciding when a file is complete.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import fnmatch
 import os
 import stat
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -78,6 +79,13 @@ class Watcher:
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
+    def fileno(self) -> int | None:
+        """An fd for the daemon's poll() if this watcher is read from the event loop."""
+        return None
+
+    def dispatch(self) -> None:
+        """Read what is ready on ``fileno()`` and hand it over (event loop thread)."""
+
 
 class InotifyWatcher(Watcher):
     def __init__(
@@ -92,13 +100,12 @@ class InotifyWatcher(Watcher):
         from watchdog.observers.inotify_c import InotifyFD
 
         self._C = C
-        self._fd = InotifyFD()
+        self._fd = InotifyFD()  # its thread is never started: see fileno() and dispatch()
         self._spools = spools
         self._exclude = str(exclude)
         self._offer = offer
         self._overflow = overflow
         self._new_dir = new_dir
-        self._lock = threading.Lock()
         self._dirs: dict[int, tuple[SpoolConfig, str]] = {}
         self.writing: set[str] = set()  # created or modified, not yet closed
         self._mask = (
@@ -109,11 +116,22 @@ class InotifyWatcher(Watcher):
     def start(self) -> None:
         for spool in self._spools:
             self._watch_tree(spool, str(spool.path), announce=False)
-        self._fd.start()
 
     def stop(self) -> None:
-        self._fd.stop()
-        self._fd.join(timeout=5)
+        # Unstarted, the InotifyFD still believes a reader may be blocked in read() unless
+        # it has read once; say it has not, so that close() releases its fds itself.
+        self._fd._is_reading = False
+        self._fd.close()
+
+    def fileno(self) -> int:
+        # watchdog has no public accessor for the fd of an InotifyFD it does not run.
+        return self._fd._inotify_fd
+
+    def dispatch(self) -> None:
+        """Read the events that are ready (poll() said so: this does not block) and handle
+        them on the caller's thread, overflow included."""
+        for event in self._fd.read_events():
+            self._fd.handle_event(event)
 
     def _watch_tree(self, spool: SpoolConfig, top: str, *, announce: bool) -> None:
         self._watch(spool, top)
@@ -140,15 +158,13 @@ class InotifyWatcher(Watcher):
             if path == str(spool.path):
                 raise
             return
-        with self._lock:
-            self._dirs[wd] = (spool, path)
+        self._dirs[wd] = (spool, path)
 
-    # -- watchdog's WatchCallback protocol (called on InotifyFD's thread) ------------------
+    # -- watchdog's WatchCallback protocol (called from dispatch()) -------------------------
     def on_event(self, event: object) -> None:
         C = self._C
         wd, mask, name = event.wd, event.mask, os.fsdecode(event.name)  # type: ignore[attr-defined]
-        with self._lock:
-            entry = self._dirs.get(wd)
+        entry = self._dirs.get(wd)
         if entry is None or not name:
             return
         spool, directory = entry
@@ -181,8 +197,7 @@ class InotifyWatcher(Watcher):
             self.writing.discard(path)
 
     def on_watch_deleted(self, wd: int) -> None:
-        with self._lock:
-            self._dirs.pop(wd, None)
+        self._dirs.pop(wd, None)
 
     def on_queue_overflow(self) -> None:
         self.writing.clear()

@@ -51,7 +51,9 @@ def publish(spool: Path, text: str, name: str | None = None) -> Path:
 class DaemonProcess:
     """``spoolq run`` as a user runs it, with its JSON event log collected."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...] = ()
+    ) -> None:
         self.args = args
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
@@ -64,6 +66,7 @@ class DaemonProcess:
             env=env,
             cwd=cwd,
             text=True,
+            pass_fds=pass_fds,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -156,11 +159,13 @@ class Env:
             args = ["-c", str(self.config), *args]
         return args
 
-    def start(self, *extra: str, ready: bool = True, spool: bool = True) -> DaemonProcess:
+    def start(
+        self, *extra: str, ready: bool = True, spool: bool = True, pass_fds: tuple[int, ...] = ()
+    ) -> DaemonProcess:
         args = [*self.base_args(), "run", "--log-format", "json"]
         if spool:
             args.append(str(self.spool))
-        d = DaemonProcess([*args, *extra], self.env, self.root)
+        d = DaemonProcess([*args, *extra], self.env, self.root, pass_fds)
         self.daemons.append(d)
         if ready:
             d.wait_for("ready")
