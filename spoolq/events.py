@@ -1,4 +1,8 @@
-"""The daemon's log: one line per event, ``key=value`` for people or JSON for machines."""
+"""The daemon's log: one line per event, ``key=value`` for people or JSON for machines.
+
+Inside the daemon's loop the log is buffered (``hold``): lines of one pass of the loop go
+out in one write, before the loop sleeps; warnings and errors go out at once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import threading
 import time
 from typing import Any, TextIO
 
-from spoolq.jobs import iso
+from spoolq.jobs import stamp
 
 _LEVELS = {"error": "ERROR", "warning": "WARN", "info": "INFO"}
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 def _value(v: object) -> str:
@@ -25,25 +30,44 @@ class EventLog:
         self.fmt = fmt
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
+        self._held: list[str] | None = None
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
-        ts = iso(time.time())
         clean = {k: v for k, v in fields.items() if v is not None}
-        if self.fmt == "json":
-            line = json.dumps(
-                {"ts": ts, "level": level, "event": event, **clean},
-                default=str,
-                ensure_ascii=False,
-            )
-        else:
-            parts = [f"{k}={_value(v)}" for k, v in clean.items()]
-            line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
         with self._lock:
-            try:
-                self.stream.write(line.rstrip() + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # whoever read our log went away; the daemon carries on
+            ts = stamp(time.time())
+            if self.fmt == "json":
+                line = _JSON.encode({"ts": ts, "level": level, "event": event, **clean})
+            else:
+                parts = [f"{k}={_value(v)}" for k, v in clean.items()]
+                line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
+            line = line.rstrip() + "\n"
+            if self._held is not None and level == "info":
+                self._held.append(line)
+                return
+            self._write(line)
+
+    def _write(self, text: str) -> None:
+        if self._held:
+            text = "".join(self._held) + text
+            self._held.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # whoever read our log went away; the daemon carries on
+
+    def hold(self, on: bool = True) -> None:
+        """Buffer info lines until ``flush`` (on) or write each at once (off)."""
+        with self._lock:
+            if not on:
+                self._write("")
+            self._held = [] if on else None
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._held:
+                self._write("")
 
     def warn(self, event: str, **fields: Any) -> None:
         self.emit(event, "warning", **fields)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,3 +247,19 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_second = [-1, ""]  # the last whole second stamp() formatted, and its text
+
+
+def stamp(ts: float) -> str:
+    """``iso(ts)`` for the clock's now, cheaply: the date and time to the second are made
+    once a second (every event line and log note carries one)."""
+    frac, whole_f = math.modf(ts)
+    whole, us = int(whole_f), round(frac * 1e6)  # rounded to the microsecond, as datetime
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    if whole != _second[0]:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second[0] = whole
+    return f"{_second[1]}.{us // 1000:03d}Z"
