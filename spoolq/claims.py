@@ -23,7 +23,7 @@ from ulid import ULID
 from spoolq.config import Config, SpoolConfig
 from spoolq.errors import StoreUnavailable, TriggerRejected
 from spoolq.faults import crash_point
-from spoolq.jobs import Job, JobState, NewJob
+from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, open_dir_beneath, read_trigger, text_path
 
@@ -97,6 +97,8 @@ class Claimer:
         self.clock = clock
         self.warn = warn
         self._claimed_fd = os.open(state.claimed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._claimed_dir = str(state.claimed)
+        self._archive_fds: dict[str, int] = {}  # done/, failed/, cancelled/ held open
         self._origins: dict[str, Origin] = {}
         self.home = state.home
         for spool in config.spool:
@@ -104,6 +106,9 @@ class Claimer:
 
     def close(self) -> None:
         os.close(self._claimed_fd)
+        for fd in self._archive_fds.values():
+            os.close(fd)
+        self._archive_fds.clear()
 
     def reopen(self) -> None:
         """claimed/ was deleted and made again: hold the new directory."""
@@ -217,9 +222,15 @@ class Claimer:
         if job.state is JobState.REJECTED:
             return self.place_rejected(job)
         src = job.claimed_path
+        directory, name = os.path.split(src)
         try:
             if job.state is JobState.SUCCEEDED and job.on_success == "delete":
                 os.unlink(src)
+            elif directory == self._claimed_dir and job.state in ARCHIVE_DIR:
+                # Relative to held directory fds: no walk of two long paths per job.
+                os.rename(
+                    name, name, src_dir_fd=self._claimed_fd, dst_dir_fd=self._archive_fd(job.state)
+                )
             else:
                 os.rename(src, str(job.file_path))
         except FileNotFoundError:
@@ -228,6 +239,14 @@ class Claimer:
             self.warn("file_move_failed", job=job.id, path=src, error=str(exc))
             return False
         return True
+
+    def _archive_fd(self, state: JobState) -> int:
+        sub = ARCHIVE_DIR[state]
+        fd = self._archive_fds.get(sub)
+        if fd is None:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            fd = self._archive_fds[sub] = os.open(self.state.root / sub, flags)
+        return fd
 
     # -- crash repair ------------------------------------------------------------------------
     def orphans(

@@ -109,8 +109,10 @@ class SqlStore(Store):
                     # Already recorded: a retried batch whose commit did reach the store, or
                     # a claim revived twice. The id is the trigger's; one job stays one job.
                     row = tx.one("get_job", id=job.id)
-                assert row is not None
-                out.append(job_from_row(row))
+                    assert row is not None
+                    out.append(job_from_row(row))
+                else:
+                    out.append(job_from_row(row, job.spec))
         return out
 
     def known_ids(self, ids: Iterable[str]) -> dict[str, JobState]:
@@ -141,11 +143,9 @@ class SqlStore(Store):
                 free = min(free, limit)
             claimed: list[Job] = []
             for _ in range(max(0, free)):
-                nxt = tx.one("next_queued", lane=lane, now=now, home=home)
-                if nxt is None:
+                row = tx.one("start_next", lane=lane, now=now, home=home, owner=owner)
+                if row is None:
                     break
-                row = tx.one("start_job", seq=nxt["seq"], now=now, owner=owner)
-                assert row is not None
                 tx.one("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
                 claimed.append(job_from_row(row))
             return claimed
@@ -180,7 +180,7 @@ class SqlStore(Store):
                 now=now,
                 failed=int(state is JobState.FAILED),
             )
-        return job_from_row(row) if row is not None else self.get(job.id)
+        return job_from_row(row, job.spec) if row is not None else self.get(job.id)
 
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
         with self._tx() as tx:
@@ -368,7 +368,11 @@ class SqlStore(Store):
         return [job_from_row(r) for r in rows]
 
 
-def job_from_row(row: Row) -> Job:
+def job_from_row(row: Row, spec: JobSpec | None = None) -> Job:
+    """A Job from its row; ``spec``, when the caller holds the parsed spec of this very
+    row, saves parsing its JSON again."""
+    if spec is None and row["spec"]:
+        spec = JobSpec.from_json(row["spec"])
     return Job(
         id=row["id"],
         seq=row["seq"],
@@ -378,7 +382,7 @@ def job_from_row(row: Row) -> Job:
         trigger=row["trigger"],
         claimed_path=row["claimed_path"],
         log=row["log"],
-        spec=JobSpec.from_json(row["spec"]) if row["spec"] else None,
+        spec=spec,
         idem_key=row["idem_key"],
         attempts=row["attempts"],
         failures=row["failures"],

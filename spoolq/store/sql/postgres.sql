@@ -38,19 +38,20 @@ SELECT concurrency, paused FROM spoolq_lanes WHERE name = %(lane)s FOR UPDATE
 -- name: running_in_lane
 SELECT count(*) AS n FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)s
 
--- name: next_queued
-SELECT seq FROM spoolq_jobs
-WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
-  AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
-ORDER BY priority DESC, seq
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-
--- name: start_job
+-- name: start_next
+-- The next job of the lane in claim order, started, in one statement. The lane row is
+-- already locked (lock_lane); SKIP LOCKED keeps a stray row lock from stalling the claim.
 UPDATE spoolq_jobs
 SET state = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
     pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = FALSE
-WHERE seq = %(seq)s
+WHERE seq = (
+    SELECT seq FROM spoolq_jobs
+    WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
+      AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
+    ORDER BY priority DESC, seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
 RETURNING *
 
 -- name: insert_attempt

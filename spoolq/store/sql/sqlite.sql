@@ -38,18 +38,19 @@ SELECT concurrency, paused FROM lanes WHERE name = :lane
 -- name: running_in_lane
 SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
 
--- name: next_queued
-SELECT seq FROM jobs INDEXED BY jobs_queue
-WHERE state = 'queued' AND lane = :lane AND not_before <= :now
-  AND (:home IS NULL OR home = :home OR home = '')
-ORDER BY priority DESC, seq
-LIMIT 1
-
--- name: start_job
+-- name: start_next
+-- The next job of the lane in claim order, started: one statement, found by the claim
+-- index (a subquery, so INDEXED BY holds).
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
     pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = 0
-WHERE seq = :seq
+WHERE seq = (
+    SELECT seq FROM jobs INDEXED BY jobs_queue
+    WHERE state = 'queued' AND lane = :lane AND not_before <= :now
+      AND (:home IS NULL OR home = :home OR home = '')
+    ORDER BY priority DESC, seq
+    LIMIT 1
+)
 RETURNING *
 
 -- name: insert_attempt
