@@ -127,8 +127,10 @@ class Daemon:
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
         try:
             self._start(listener)
+            self.log.hold()  # one write per pass of the loop (see _loop)
             self._loop(listener)
         finally:
+            self.log.hold(False)
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -283,6 +285,8 @@ class Daemon:
                 self._poll.unregister(rj.pidfd)
                 self._by_fd.pop(rj.pidfd, None)
             rj.stop_now()
+        for rj in self._unrecorded:
+            rj.close_log()
         self._running.clear()
         self._unrecorded.clear()
 
@@ -355,6 +359,8 @@ class Daemon:
         drain = getattr(listener, "drain")  # noqa: B009 - Listener protocol
         while True:
             timeout = self._timeout()
+            if timeout != 0:
+                self.log.flush()  # before sleeping, never later
             for fd, _ in self._poll.poll(None if timeout is None else max(0, timeout * 1000)):
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -661,6 +667,7 @@ class Daemon:
     def _after_outcome(self, rj: RunningJob, new: Job) -> None:
         job, result = rj.job, rj.result
         assert result is not None
+        rj.close_log()
         fields: dict[str, Any] = {
             "job": job.id,
             "lane": job.lane,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from spoolq import logfiles
-from spoolq.jobs import AttemptResult, DaemonInfo, Job, iso
+from spoolq.jobs import AttemptResult, DaemonInfo, Job, stamp
 
 Clock = Callable[[], float]
 GROUP_RECHECK = 0.05  # seconds between checks that a terminated job's group has exited
@@ -56,6 +56,7 @@ class RunningJob:
     _log_fd: int = field(init=False, default=-1)
     _pgid: int = field(init=False, default=0)
     _exit_code: int | None = field(init=False, default=None)
+    _last_note: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -76,9 +77,8 @@ class RunningJob:
         self._spawn()
 
     def _note(self, text: str) -> None:
-        stamp = iso(time.time())
         with contextlib.suppress(OSError):
-            os.write(self._log_fd, f"--- spoolq {stamp} {text}\n".encode())
+            os.write(self._log_fd, f"--- spoolq {stamp(time.time())} {text}\n".encode())
 
     def _spawn(self) -> None:
         argv = self.steps[self.step]
@@ -181,13 +181,22 @@ class RunningJob:
             cpu_s=self._usage.cpu_s,
             max_rss_kb=self._usage.max_rss_kb,
         )
-        self._note(
+        # Written by close_log(), which the daemon calls once the next job of the lane is
+        # started: a job's last line is not worth delaying the next job for.
+        self._last_note = (
             f"attempt {self.job.attempts} ended: {reason or 'ok'} "
             f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {self._usage.max_rss_kb} KB)"
         )
-        if self._log_fd >= 0:
-            os.close(self._log_fd)
-            self._log_fd = -1
+
+    def close_log(self) -> None:
+        """Write the attempt's last line (if it has ended) and close its log."""
+        if self._log_fd < 0:
+            return
+        if self._last_note:
+            self._note(self._last_note)
+            self._last_note = ""
+        os.close(self._log_fd)
+        self._log_fd = -1
 
     def stop_now(self) -> None:
         """Terminate the group and wait for it (blocking, at most kill_grace + a moment);
@@ -209,9 +218,7 @@ class RunningJob:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        if self._log_fd >= 0:
-            os.close(self._log_fd)
-            self._log_fd = -1
+        self.close_log()
 
 
 # -- starting a process --------------------------------------------------------------------
