@@ -96,6 +96,10 @@ class Intake:
             if mono >= self._next_rescan[i]:
                 self._scan(spool)
                 self._next_rescan[i] = mono + spool.rescan_interval
+                # Files that left while still open for writing (the watcher does not follow
+                # moves out or deletions) are forgotten here.
+                for path in [p for p in self.writing if not os.path.lexists(p)]:
+                    self.writing.discard(path)
         while self._new_dirs:
             spool, directory = self._new_dirs.popleft()
             self._scan(spool, directory)

@@ -108,9 +108,12 @@ class InotifyWatcher(Watcher):
         self._new_dir = new_dir
         self._dirs: dict[int, tuple[SpoolConfig, str]] = {}
         self.writing: set[str] = set()  # created or modified, not yet closed
+        # No IN_MOVED_FROM / IN_DELETE: every claim is a move out of the spool, and reading
+        # that event back would cost the loop a wake-up per job. A file that leaves while
+        # still being written stays in ``writing`` until the next rescan prunes it.
         self._mask = (
-            C.IN_MOVED_TO | C.IN_CLOSE_WRITE | C.IN_CREATE | C.IN_MODIFY | C.IN_DELETE
-            | C.IN_MOVED_FROM | C.IN_DELETE_SELF | C.IN_DONT_FOLLOW | C.IN_ONLYDIR
+            C.IN_MOVED_TO | C.IN_CLOSE_WRITE | C.IN_CREATE | C.IN_MODIFY
+            | C.IN_DELETE_SELF | C.IN_DONT_FOLLOW | C.IN_ONLYDIR
         )  # fmt: skip
 
     def start(self) -> None:
@@ -168,6 +171,8 @@ class InotifyWatcher(Watcher):
         if entry is None or not name:
             return
         spool, directory = entry
+        if not mask & C.IN_ISDIR and not matches(spool, name):
+            return  # most events: a producer's hidden temporary file
         path = os.path.join(directory, name)
         if path == self._exclude:
             return
@@ -176,8 +181,6 @@ class InotifyWatcher(Watcher):
                 self._watch_tree(spool, path, announce=True)
             elif mask & (C.IN_CREATE | C.IN_MOVED_TO) and matches(spool, name):
                 self._offer(spool, path, True)  # a directory is never a trigger: reject
-            return
-        if not matches(spool, name):
             return
         if mask & (C.IN_MOVED_TO | C.IN_CLOSE_WRITE):
             self.writing.discard(path)
@@ -193,8 +196,6 @@ class InotifyWatcher(Watcher):
                 self.writing.add(path)  # complete at IN_CLOSE_WRITE
             else:
                 self._offer(spool, path, True)  # FIFO, symlink, socket: judge now
-        elif mask & (C.IN_DELETE | C.IN_MOVED_FROM):
-            self.writing.discard(path)
 
     def on_watch_deleted(self, wd: int) -> None:
         self._dirs.pop(wd, None)
