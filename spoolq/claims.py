@@ -49,7 +49,7 @@ class StateDir:
         return f"{socket.gethostname()}:{self.root}"
 
     def log_path(self, job_id: str) -> str:
-        return str(self.root / "logs" / f"{job_id}.log")
+        return f"{self.root}{os.sep}logs{os.sep}{job_id}.log"  # str(root / "logs" / ...)
 
 
 def new_job_id() -> str:
@@ -173,7 +173,7 @@ class Claimer:
         try:
             if reason is None:
                 tf = read_trigger(self._claimed_fd, name, self.policy)
-                spec = parse_trigger(tf.text, self.config, spool_dir=Path(origin.directory))
+                spec = parse_trigger(tf.text, self.config, spool_dir=origin.directory)
         except TriggerRejected as exc:
             reason = exc.reason
         except FileNotFoundError:
@@ -186,7 +186,7 @@ class Claimer:
             id=job_id,
             lane=lane,
             trigger=trigger,
-            claimed_path=os.path.join(self.state.claimed, name),
+            claimed_path=os.path.join(self._claimed_dir, name),
             log=self.state.log_path(job_id),
             spec=spec,
             priority=spec.priority if spec else 0,

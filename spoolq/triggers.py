@@ -60,7 +60,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_trigger(text: str, config: Config, *, spool_dir: Path | None = None) -> JobSpec:
+def parse_trigger(text: str, config: Config, *, spool_dir: str | Path | None = None) -> JobSpec:
     """Turn trigger text into a JobSpec, or raise TriggerRejected with a reason naming the key."""
     body = text.lstrip("\ufeff")
     if body.lstrip().startswith("{"):
@@ -114,7 +114,7 @@ def _check_strings(value: Any, where: str = "") -> None:
             _check_strings(item, f"{where}.{i}")
 
 
-def _parse_json(text: str, config: Config, spool_dir: Path | None) -> JobSpec:
+def _parse_json(text: str, config: Config, spool_dir: str | Path | None) -> JobSpec:
     try:
         raw = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
@@ -183,7 +183,7 @@ def _parse_json(text: str, config: Config, spool_dir: Path | None) -> JobSpec:
     if cwd is not None:
         _no_nul("cwd", cwd)
         if spool_dir is not None and not os.path.isabs(cwd):
-            cwd = str(spool_dir / cwd)
+            cwd = str(Path(spool_dir) / cwd)
     return JobSpec(
         steps=steps,
         lane=doc.lane,

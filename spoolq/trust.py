@@ -186,6 +186,8 @@ def open_dir_beneath(top: str, directory: str) -> int:
     actually reached. Raises TriggerRejected for a symlinked or escaping component,
     FileNotFoundError/NotADirectoryError when it is gone.
     """
+    if directory == top:  # the common case: a trigger in the spool itself
+        return os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     rel = os.path.relpath(directory, top)
     parts = [] if rel == "." else rel.split(os.sep)
     if ".." in parts:

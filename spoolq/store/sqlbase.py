@@ -75,6 +75,8 @@ class SqlStore(Store):
     def enqueue(self, jobs: Sequence[NewJob], *, dedup_window: float, now: float) -> list[Job]:
         out = []
         with self._tx() as tx:
+            for lane in sorted({job.lane for job in jobs}):
+                tx.one("ensure_lane", name=lane)
             for job in jobs:
                 reason = job.reason
                 key = job.spec.idem_key if job.spec else None
@@ -83,7 +85,6 @@ class SqlStore(Store):
                     dup = tx.one("find_duplicate", key=key, since=now - dedup_window)
                     if dup is not None:
                         reason = f"duplicate: id {key!r} is already job {dup['id']}"
-                tx.one("ensure_lane", name=job.lane)
                 row = tx.one(
                     "insert_job",
                     id=job.id,
