@@ -28,7 +28,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from bench import backlog, big_output, burst, idle, latency, long_queue
-from bench.common import SPOOLQ, BenchResult, Context, build_stamp, format_table
+from bench.common import SPOOLQ, BenchResult, Context, build_stamp, file_create_us, format_table
 
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (latency, burst, backlog, idle, big_output, long_queue)
@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stamp command: {ctx.stamp.kind} ({' '.join(ctx.stamp.argv)})", file=sys.stderr)
         for name in names:
             mod = MODULES[name]
-            print(f"[{name}] {mod.TITLE}", file=sys.stderr, flush=True)
+            create = file_create_us(workdir)
+            info.setdefault("file_create_us", {})[name] = round(create, 1)
+            print(
+                f"[{name}] {mod.TITLE} (file create: {create:.0f} us)", file=sys.stderr, flush=True
+            )
             t0 = time.monotonic()
             try:
                 res: BenchResult = mod.run(ctx)

@@ -371,14 +371,47 @@ def cpu_sample(pid: int) -> CpuSample:
 
 
 # -- temp dirs --------------------------------------------------------------------------------
+BIG_FILE = 16 << 20  # bytes: files this large are deleted at once, not kept for the end
+
+
 @contextlib.contextmanager
 def scratch(parent: Path, name: str) -> Iterator[Path]:
-    """A fresh directory, removed afterwards whatever happens (Ctrl-C included)."""
+    """A fresh directory, cleared away afterwards whatever happens (Ctrl-C included).
+
+    Only big files are deleted at once; the rest moves to ``parent/.trash``, deleted with
+    the whole work directory after the last benchmark. Deleting thousands of small files
+    makes the next file creations slow on some filesystems (ext4 without a journal skips
+    recently freed inodes one by one: ~1 ms per create afterwards on the reference VM), and
+    each job creates its log file: one benchmark's clean-up must not slow the next one's
+    daemon. ``file_create_us`` measures that cost."""
     path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        trash = parent / ".trash"
+        try:
+            for root, _, files in os.walk(path):
+                for f in files:
+                    full = os.path.join(root, f)
+                    with contextlib.suppress(OSError):
+                        if os.lstat(full).st_size >= BIG_FILE:
+                            os.unlink(full)
+            trash.mkdir(exist_ok=True)
+            os.rename(path, trash / path.name)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def file_create_us(parent: Path, n: int = 300) -> float:
+    """Median microseconds to create (and close) an empty file under ``parent`` now: the
+    cost every job pays for its log file (kept, not deleted: see ``scratch``)."""
+    with scratch(parent, "create-probe") as d:
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            os.close(os.open(d / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1000
 
 
 # -- statistics --------------------------------------------------------------------------------
