@@ -171,6 +171,9 @@ def run(
 ) -> None:  # fmt: skip
     """Run the daemon in the foreground: watch DIRS (and the config's spools)."""
     from spoolq.daemon import Daemon
+    from spoolq.runner import ensure_std_fds
+
+    ensure_std_fds()
 
     overrides: dict[str, Any] = {}
     if http:

@@ -56,7 +56,6 @@ class RunningJob:
     _log_fd: int = field(init=False, default=-1)
     _pgid: int = field(init=False, default=0)
     _exit_code: int | None = field(init=False, default=None)
-    _last_note: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -181,22 +180,17 @@ class RunningJob:
             cpu_s=self._usage.cpu_s,
             max_rss_kb=self._usage.max_rss_kb,
         )
-        # Written by close_log(), which the daemon calls once the next job of the lane is
-        # started: a job's last line is not worth delaying the next job for.
-        self._last_note = (
+        self._note(
             f"attempt {self.job.attempts} ended: {reason or 'ok'} "
             f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {self._usage.max_rss_kb} KB)"
         )
+        # The close waits for close_log(): the daemon calls it once the lane's next job has
+        # started, which is worth a few microseconds on a busy lane.
 
     def close_log(self) -> None:
-        """Write the attempt's last line (if it has ended) and close its log."""
-        if self._log_fd < 0:
-            return
-        if self._last_note:
-            self._note(self._last_note)
-            self._last_note = ""
-        os.close(self._log_fd)
-        self._log_fd = -1
+        if self._log_fd >= 0:
+            os.close(self._log_fd)
+            self._log_fd = -1
 
     def stop_now(self) -> None:
         """Terminate the group and wait for it (blocking, at most kill_grace + a moment);
@@ -225,14 +219,14 @@ class RunningJob:
 # posix_spawn() rather than subprocess.Popen: glibc's posix_spawn is a vfork+exec without
 # Popen's Python-level set-up (the error pipe, the handle juggling), ~20 % less time per
 # start. What Popen would add is done here instead: the executable is looked up in the
-# *job's* PATH, the working directory is entered by the daemon (one thread starts jobs, and
-# the daemon uses absolute paths only), the signals Python ignores are reset to default,
-# and no fd leaks because every fd the daemon holds is close-on-exec (seal_fds()).
+# *job's* PATH, the working directory is entered by the daemon just for the spawn (one
+# thread starts jobs, and the daemon uses absolute paths only), the signals Python ignores
+# are reset to default, and no fd leaks because every fd the daemon holds is close-on-exec
+# (seal_fds(); ensure_std_fds() keeps 0-2 from being one of ours).
 _RESET_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)
 )
 _devnull = -1
-_found: dict[tuple[str, str], str] = {}  # (name, PATH) -> executable, for names without "/"
 
 
 def spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str, log_fd: int) -> int:
@@ -241,42 +235,50 @@ def spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str, log_fd: int) 
     global _devnull
     if _devnull < 0:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    # Entered by path every time, as Popen's child would (a mount placed over the directory
+    # since the last job counts), and left right after: the daemon must not hold a job's
+    # directory busy (umount) between jobs. FileNotFoundError names cwd, as Popen's would.
+    os.chdir(cwd)
     try:
-        here = os.getcwd()
-    except OSError:  # the last job's directory was removed
-        here = ""
-    if here != cwd:
-        os.chdir(cwd)  # FileNotFoundError names cwd, as Popen's would
-    name = argv[0]
-    exe = name if "/" in name else _lookup(name, env)
-    actions = [
-        (os.POSIX_SPAWN_DUP2, _devnull, 0),
-        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-    ]
-    try:
-        return os.posix_spawn(
-            exe, argv, env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS
-        )
-    except OSError as exc:
-        _found.pop((name, env.get("PATH", "")), None)
-        if exc.filename is None:
-            exc.filename = name
-        raise
+        name = argv[0]
+        exe = name if "/" in name else _lookup(name, env)
+        actions = [
+            (os.POSIX_SPAWN_DUP2, _devnull, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ]
+        try:
+            return os.posix_spawn(
+                exe, argv, env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS
+            )
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = name
+            raise
+    finally:
+        os.chdir("/")
 
 
 def _lookup(name: str, env: Mapping[str, str]) -> str:
-    key = (name, env.get("PATH", ""))
-    exe = _found.get(key)
-    if exe is None:
-        for directory in os.get_exec_path(dict(env)):
-            candidate = os.path.join(directory, name)
-            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-                exe = _found[key] = candidate
-                break
-        else:
-            raise FileNotFoundError(2, os.strerror(2), name)
-    return exe
+    """The first executable ``name`` along the job's PATH (relative entries are relative to
+    the job's cwd, which is the daemon's during the spawn)."""
+    for directory in os.get_exec_path(dict(env)):
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(2, os.strerror(2), name)
+
+
+def ensure_std_fds() -> None:
+    """Open /dev/null on any of fds 0-2 that is closed, so that no file the daemon opens
+    later gets one of those numbers (a job's stdin/stdout/stderr are dup2()ed onto them)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if null > 2:
+                os.close(null)
 
 
 def seal_fds() -> None:
