@@ -234,11 +234,37 @@ class Claimer:
             else:
                 os.rename(src, str(job.file_path))
         except FileNotFoundError:
-            pass  # already moved (a retry from failed/, a repeated reconcile)
+            if not os.path.lexists(src):
+                return True  # already moved (a retry from failed/, a repeated reconcile)
+            # The trigger is here but its archive directory is gone (removed by hand):
+            # make the directories again and move it by path.
+            return self._archive_again(job)
         except OSError as exc:
             self.warn("file_move_failed", job=job.id, path=src, error=str(exc))
             return False
         return True
+
+    def _archive_again(self, job: Job) -> bool:
+        self.refresh(force=True)
+        try:
+            self.state.ensure()
+            os.rename(job.claimed_path, str(job.file_path))
+        except OSError as exc:
+            self.warn("file_move_failed", job=job.id, path=job.claimed_path, error=str(exc))
+            return False
+        return True
+
+    def refresh(self, force: bool = False) -> None:
+        """Let go of held archive directories that are no longer the ones by their names
+        (an operator rotated ``done/``): they are opened again when next needed."""
+        for sub, fd in list(self._archive_fds.items()):
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.state.root / sub))
+            except OSError:
+                same = False
+            if force or not same:
+                os.close(fd)
+                del self._archive_fds[sub]
 
     def _archive_fd(self, state: JobState) -> int:
         sub = ARCHIVE_DIR[state]

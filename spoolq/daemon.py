@@ -48,6 +48,7 @@ BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
 INGEST_BATCH = 64  # claims per transaction; jobs start between batches of a backlog
 PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
+LOG_HOLD_MAX = 0.1  # seconds an event line may wait in the buffer while the loop is busy
 
 
 def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
@@ -359,8 +360,8 @@ class Daemon:
         drain = getattr(listener, "drain")  # noqa: B009 - Listener protocol
         while True:
             timeout = self._timeout()
-            if timeout != 0:
-                self.log.flush()  # before sleeping, never later
+            if timeout != 0 or self.log.held_for() > LOG_HOLD_MAX:
+                self.log.flush()  # before sleeping, and at least every LOG_HOLD_MAX
             for fd, _ in self._poll.poll(None if timeout is None else max(0, timeout * 1000)):
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -432,7 +433,8 @@ class Daemon:
         ]
         if self._due_at is not None:
             marks.append(mono + (self._due_at - self.clock()))
-        if self._intake.pending or self._unsaved:
+        if (self._intake.pending and not self._stopping) or self._unsaved:
+            # (Stopping, the intake is left alone: what it holds stays in the spool.)
             return 0
         if self._dirty and not self._stopping:
             # Lanes with work found outside the loop's own steps (the start-up bootstrap:
@@ -510,6 +512,7 @@ class Daemon:
                 self._recover_lost_store(problem)
             self._beat(now)
             seal_fds()  # a reconnected store or listener may hold new fds
+            self._claimer.refresh()
             if self._listener_fd < 0:
                 self._listener.drain()  # reconnects
                 self._listener_moved()

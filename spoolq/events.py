@@ -31,6 +31,7 @@ class EventLog:
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
         self._held: list[str] | None = None
+        self._held_since = 0.0
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         clean = {k: v for k, v in fields.items() if v is not None}
@@ -43,6 +44,8 @@ class EventLog:
                 line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
             line = line.rstrip() + "\n"
             if self._held is not None and level == "info":
+                if not self._held:
+                    self._held_since = time.monotonic()
                 self._held.append(line)
                 return
             self._write(line)
@@ -63,6 +66,10 @@ class EventLog:
             if not on:
                 self._write("")
             self._held = [] if on else None
+
+    def held_for(self) -> float:
+        """Seconds the oldest held line has waited (0 with none held)."""
+        return time.monotonic() - self._held_since if self._held else 0.0
 
     def flush(self) -> None:
         with self._lock:

@@ -4,7 +4,10 @@ next start."""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +100,32 @@ def test_jobs_queued_in_the_store_run_at_the_next_start(env: Env) -> None:
     d2.wait_for("succeeded", count=3)
     assert out.read_text() == "0\n1\n2\n"
     assert d2.stop() == 0
+
+
+def test_a_stop_with_triggers_just_seen_waits_quietly_and_leaves_them_in_the_spool(
+    env: Env,
+) -> None:
+    """SIGTERM handled in the same pass as fresh inotify events: the daemon drains its
+    running job without spinning on the triggers it will not claim any more."""
+    env.write_config(NO_TIMERS)
+    d = env.start()
+    gate = env.root / "gate"
+    env.publish(f"while [ ! -e {gate} ]; do sleep 0.05; done\n", name="running.trigger")
+    d.wait_for("started")
+    d.signal(signal.SIGSTOP)
+    try:
+        late = [env.publish("true\n", name=f"late{i}.trigger") for i in range(5)]
+        d.signal(signal.SIGTERM)
+    finally:
+        d.signal(signal.SIGCONT)
+    d.wait_for("stopping")
+    stat = Path(f"/proc/{d.proc.pid}/stat")
+    cpu0 = sum(int(x) for x in stat.read_text().rsplit(")", 1)[1].split()[11:13])
+    t0 = time.monotonic()
+    time.sleep(1.0)  # the window observed, not a wait for an event
+    cpu1 = sum(int(x) for x in stat.read_text().rsplit(")", 1)[1].split()[11:13])
+    busy = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+    assert busy < 0.3, f"the stopping daemon used {busy:.0%} of a core while waiting"
+    gate.touch()
+    assert d.proc.wait(30) == 0
+    assert all(t.exists() for t in late), "triggers not claimed before the stop stay put"

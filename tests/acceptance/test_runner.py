@@ -148,3 +148,17 @@ def test_a_gigabyte_of_output_leaves_the_daemon_memory_flat(env: Env) -> None:
         assert log.stat().st_size == len(head) + size + len(tail)
     finally:
         log.unlink()
+
+
+def test_a_removed_archive_directory_is_made_again(env: Env) -> None:
+    """The daemon holds done/ open to move triggers cheaply; an operator who removes it
+    (or rotates it) must not leave later triggers stuck in claimed/."""
+    d = env.start()
+    env.publish("true\n", name="first.trigger")
+    d.wait_for("succeeded")
+    wait_claimed_empty(env)
+    shutil.rmtree(env.state / "done")
+    env.publish("true\n", name="second.trigger")
+    d.wait_for("succeeded", 2)
+    wait_claimed_empty(env)
+    assert [p.name.split(".", 2)[2] for p in (env.state / "done").iterdir()] == ["second.trigger"]
