@@ -48,10 +48,13 @@ class LogPool:
         self._spent: deque[str] = deque()  # spare names whose inode now has a log's name
         self._wanted = threading.Event()
         self._stopping = False
-        self._names = (f"{os.getpid()}-{i}" for i in itertools.count())
+        # pid-token-n: the token tells this pool's spares from those of an earlier daemon
+        # that had the same pid (in a container the daemon is often pid 1 at every start).
+        me, token = os.getpid(), os.urandom(4).hex()
+        self._names = (f"{me}-{token}-{i}" for i in itertools.count())
         for name in os.listdir(directory):  # spares of daemons that were killed
             owner = name.partition("-")[0]
-            if owner.isdigit() and not _alive(int(owner)):
+            if owner.isdigit() and (int(owner) == me or not _alive(int(owner))):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
         self._thread = threading.Thread(target=self._fill, name="spoolq-logpool", daemon=True)

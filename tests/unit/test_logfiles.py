@@ -79,7 +79,9 @@ def test_close_removes_the_spares_and_a_new_pool_removes_a_dead_daemons(tmp_path
     # Spares named after a process that no longer exists are a killed daemon's.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    (directory / f"{dead}-0").touch()
+    (directory / f"{dead}-0a1b2c3d-0").touch()
+    # And those named after this very pid are an earlier daemon's (a container's pid 1).
+    (directory / f"{os.getpid()}-0a1b2c3d-0").touch()
     pool = LogPool(str(directory), size=0)
     try:
         assert os.listdir(directory) == []
