@@ -1,10 +1,11 @@
 """Candidate triggers on their way to a claim: what the watchers report, what scans find,
 and the rule that decides when a file seen only by a scan or a poll is complete.
 
-``offer`` and the watcher callbacks run on watcher threads; everything else runs on the
-daemon's loop. Scans are the guarantee behind the events: one at start, one right after an
-inotify overflow, one per spool every ``rescan_interval``, one of each directory that
-appears in a recursive spool.
+``offer`` and the watcher callbacks run on the daemon's loop for inotify (read there) and
+on watcher threads for polling and other platforms; everything else runs on the loop.
+Scans are the guarantee behind the events: one at start, one right after an inotify
+overflow, one per spool every ``rescan_interval``, one of each directory that appears in a
+recursive spool.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Intake:
         # shares its set here (see InotifyWatcher.writing).
         self.writing: set[str] = set()
 
-    # -- watcher threads -------------------------------------------------------------------
+    # -- watchers (the loop's thread, or a watcher thread) ---------------------------------
     def offer(self, spool: SpoolConfig, path: str, complete: bool) -> None:
         self._queue.append((spool, path, complete))
         self._wake()
