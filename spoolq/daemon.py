@@ -48,7 +48,6 @@ BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
 INGEST_BATCH = 64  # claims per transaction; jobs start between batches of a backlog
 PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
-LOG_HOLD_MAX = 0.1  # seconds an event line may wait in the buffer while the loop is busy
 
 
 def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.random) -> float:
@@ -360,8 +359,8 @@ class Daemon:
         drain = getattr(listener, "drain")  # noqa: B009 - Listener protocol
         while True:
             timeout = self._timeout()
-            if timeout != 0 or self.log.held_for() > LOG_HOLD_MAX:
-                self.log.flush()  # before sleeping, and at least every LOG_HOLD_MAX
+            if timeout != 0:
+                self.log.flush()  # before sleeping (a busy pass flushes by age: EventLog)
             for fd, _ in self._poll.poll(None if timeout is None else max(0, timeout * 1000)):
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -425,7 +424,9 @@ class Daemon:
         if self._store_retry_at > mono:
             # Backing off from a store fault: everything else waits for the retry time.
             return min([self._store_retry_at, *marks]) - mono
-        marks += [self._next_heartbeat, self._intake.next_deadline()]
+        marks.append(self._next_heartbeat)
+        if not self._stopping:  # stopping, the intake's timers are not run any more
+            marks.append(self._intake.next_deadline())
         marks += [
             rj.started + PID_RECORD_AFTER
             for rj in self._running.values()
@@ -433,6 +434,8 @@ class Daemon:
         ]
         if self._due_at is not None:
             marks.append(mono + (self._due_at - self.clock()))
+        if self._unrecorded:
+            return 0  # a job that could not start at all ended in this pass: record it now
         if (self._intake.pending and not self._stopping) or self._unsaved:
             # (Stopping, the intake is left alone: what it holds stays in the spool.)
             return 0
@@ -497,8 +500,13 @@ class Daemon:
         try:
             self._launch_all(claimed)
         finally:
+            for rj, _ in done:
+                rj.close_log()
             for rj, new in done:
                 self._after_outcome(rj, new)
+            if self._peers:
+                # Slots freed: peers may start their queued jobs (one wake-up per batch).
+                self.store.notify(exclude=self.id)
 
     def _timers(self) -> None:
         mono = self.mono()
@@ -670,7 +678,6 @@ class Daemon:
     def _after_outcome(self, rj: RunningJob, new: Job) -> None:
         job, result = rj.job, rj.result
         assert result is not None
-        rj.close_log()
         fields: dict[str, Any] = {
             "job": job.id,
             "lane": job.lane,
@@ -693,8 +700,6 @@ class Daemon:
         crash_point("finished")
         if new.state.finished and not self._claimer.archive(new):
             self._needs_reconcile = True
-        if self._peers:
-            self.store.notify(exclude=self.id)
 
     def _control(self) -> None:
         """Something changed in the store (another process): cancel requests, paused or

@@ -106,8 +106,9 @@ def test_a_stop_with_triggers_just_seen_waits_quietly_and_leaves_them_in_the_spo
     env: Env,
 ) -> None:
     """SIGTERM handled in the same pass as fresh inotify events: the daemon drains its
-    running job without spinning on the triggers it will not claim any more."""
-    env.write_config(NO_TIMERS)
+    running job without spinning on the triggers it will not claim any more, nor on the
+    rescans it no longer runs (a short rescan_interval passes during the window)."""
+    env.write_config(f'{NO_TIMERS}[[spool]]\npath = "{env.spool}"\nrescan_interval = "0.2s"\n')
     d = env.start()
     gate = env.root / "gate"
     env.publish(f"while [ ! -e {gate} ]; do sleep 0.05; done\n", name="running.trigger")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.conftest import Env
+from tests.conftest import SPOOLQ, Env, wait_until
 
 
 def _log(env: Env, job_id: str) -> str:
@@ -65,22 +67,55 @@ def test_a_command_is_found_in_the_jobs_path_and_runs_in_its_cwd(env: Env) -> No
 
 
 def test_a_command_that_cannot_start_fails_with_the_reason(env: Env) -> None:
+    # No timer wakes the daemon: a start failure must be recorded (and the lane freed for
+    # the next job) in the pass it happens in, not at the next heartbeat.
+    env.write_config('heartbeat_interval = "1h"\n')
     d = env.start()
     script = env.root / "not-executable.sh"
     script.write_text("#!/bin/sh\ntrue\n")
     script.chmod(0o644)
     env.publish(json.dumps({"argv": ["no-such-command-xyz"]}), name="missing.trigger")
     env.publish(json.dumps({"argv": [str(script)]}), name="noexec.trigger")
+    tools = env.root / "tools"
+    tools.mkdir()
+    (tools / "not-runnable").write_text("#!/bin/sh\ntrue\n")
+    env.publish(
+        json.dumps({"argv": ["not-runnable"], "env": {"PATH": f"{tools}:/usr/bin:/bin"}}),
+        name="onpath.trigger",
+    )
     gone = str(env.root / "gone")
     env.publish(json.dumps({"argv": ["true"], "cwd": gone}), name="nocwd.trigger")
-    failed = {e["trigger"].rpartition("/")[2]: e for e in d.wait_for("failed", 3, 30)}
+    failed = {e["trigger"].rpartition("/")[2]: e for e in d.wait_for("failed", 4, 30)}
     assert failed["missing.trigger"]["reason"] == (
         "cannot start 'no-such-command-xyz': No such file or directory"
     )
     assert failed["noexec.trigger"]["reason"] == f"cannot start {str(script)!r}: Permission denied"
+    assert failed["onpath.trigger"]["reason"] == (
+        f"cannot start 'not-runnable': Permission denied ({tools / 'not-runnable'})"
+    )
     assert failed["nocwd.trigger"]["reason"] == (
         f"cannot start 'true': No such file or directory ({gone})"
     )
     # The daemon is unharmed: the next job runs.
     env.publish(json.dumps({"argv": ["true"]}), name="after.trigger")
     d.wait_for("succeeded", timeout=30)
+
+
+def test_a_daemon_started_with_its_stdio_closed_still_runs_jobs(env: Env) -> None:
+    """Started as `spoolq run ... <&- >&- 2>&-` (some service wrappers do): the daemon
+    opens /dev/null there, so none of its own files gets a number a job's stdio uses."""
+    args = [*env.base_args(), "run", str(env.spool)]
+    cmd = " ".join(shlex.quote(a) for a in [SPOOLQ, *args])
+    proc = subprocess.Popen(["sh", "-c", f"exec {cmd} <&- >&- 2>&-"], env=env.env, cwd=env.root)
+    try:
+        env.publish("echo to-the-log\n", name="quiet.trigger")
+
+        def succeeded() -> list[dict[str, str]]:
+            res = env.cli("jobs", "--json", "--state", "succeeded")  # no store yet: rc 1
+            return json.loads(res.stdout) if res.returncode == 0 else []
+
+        job = wait_until(succeeded, 30, "the job to succeed", interval=0.2)[0]
+        assert "to-the-log" in Path(env.job(job["id"])["log"]).read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
