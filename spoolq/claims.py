@@ -255,8 +255,19 @@ class Claimer:
         return True
 
     def refresh(self, force: bool = False) -> None:
-        """Let go of held archive directories that are no longer the ones by their names
-        (an operator rotated ``done/``): they are opened again when next needed."""
+        """Let go of held directories that are no longer the ones by their names (an
+        operator removed or rotated ``done/`` or ``claimed/``): archive directories are
+        opened again when next needed, ``claimed/`` (made again if gone) at once - claims
+        into a removed directory would fail as if another daemon had taken the file."""
+        try:
+            same = os.path.samestat(os.fstat(self._claimed_fd), os.stat(self._claimed_dir))
+        except OSError:
+            same = False
+        if not same:
+            self.warn("claimed_dir_replaced", path=self._claimed_dir, action="opening it again")
+            self.state.ensure()
+            self.reopen()  # closes the archive fds too
+            return
         for sub, fd in list(self._archive_fds.items()):
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.state.root / sub))

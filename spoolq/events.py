@@ -1,7 +1,8 @@
 """The daemon's log: one line per event, ``key=value`` for people or JSON for machines.
 
 Inside the daemon's loop the log is buffered (``hold``): lines of one pass of the loop go
-out in one write, before the loop sleeps; warnings and errors go out at once.
+out in one write, before the loop sleeps or once the oldest has waited ``max_hold``;
+warnings and errors go out at once (after what is held, so the order is kept).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ def _value(v: object) -> str:
 
 
 class EventLog:
-    def __init__(self, fmt: str = "human", stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: str = "human", stream: TextIO | None = None, max_hold: float = 0.1
+    ) -> None:
         self.fmt = fmt
+        self.max_hold = max_hold  # seconds a held line may wait while the loop is busy
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
         self._held: list[str] | None = None
@@ -47,7 +51,9 @@ class EventLog:
                 if not self._held:
                     self._held_since = time.monotonic()
                 self._held.append(line)
-                return
+                if time.monotonic() - self._held_since < self.max_hold:
+                    return
+                line = ""  # held long enough (a long pass of the loop): out with them
             self._write(line)
 
     def _write(self, text: str) -> None:
@@ -57,8 +63,8 @@ class EventLog:
         try:
             self.stream.write(text)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # whoever read our log went away; the daemon carries on
+        except (OSError, ValueError):
+            pass  # whoever read our log went away, or its disk is full: the daemon carries on
 
     def hold(self, on: bool = True) -> None:
         """Buffer info lines until ``flush`` (on) or write each at once (off)."""
@@ -66,10 +72,6 @@ class EventLog:
             if not on:
                 self._write("")
             self._held = [] if on else None
-
-    def held_for(self) -> float:
-        """Seconds the oldest held line has waited (0 with none held)."""
-        return time.monotonic() - self._held_since if self._held else 0.0
 
     def flush(self) -> None:
         with self._lock:

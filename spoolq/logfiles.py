@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import socket
 import threading
 from collections import deque
 
@@ -48,13 +49,15 @@ class LogPool:
         self._spent: deque[str] = deque()  # spare names whose inode now has a log's name
         self._wanted = threading.Event()
         self._stopping = False
-        # pid-token-n: the token tells this pool's spares from those of an earlier daemon
-        # that had the same pid (in a container the daemon is often pid 1 at every start).
-        me, token = os.getpid(), os.urandom(4).hex()
-        self._names = (f"{me}-{token}-{i}" for i in itertools.count())
+        # pid-token-n-host: the token tells this pool's spares from those of an earlier
+        # daemon that had the same pid (in a container the daemon is often pid 1 at every
+        # start); the host keeps us off the spares of a daemon elsewhere sharing the dir.
+        me, token, host = os.getpid(), os.urandom(4).hex(), socket.gethostname()
+        self._names = (f"{me}-{token}-{i}-{host}" for i in itertools.count())
         for name in os.listdir(directory):  # spares of daemons that were killed
-            owner = name.partition("-")[0]
-            if owner.isdigit() and (int(owner) == me or not _alive(int(owner))):
+            owner, _, rest = name.partition("-")
+            theirs = rest.split("-", 2)[2] if rest.count("-") >= 2 else host
+            if owner.isdigit() and theirs == host and (int(owner) == me or not _alive(int(owner))):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
         self._thread = threading.Thread(target=self._fill, name="spoolq-logpool", daemon=True)

@@ -8,11 +8,13 @@ The daemon's event loop owns the waiting: each running step exposes a pidfd to p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import shlex
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -227,17 +229,26 @@ _RESET_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)
 )
 _devnull = -1
+_home = -1  # the daemon's own working directory, returned to after each spawn
 
 
 def spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str, log_fd: int) -> int:
     """Start ``argv`` in its own session and process group, stdin /dev/null, stdout and
     stderr ``log_fd``; return its pid. OSError (with the failing name) if it cannot run."""
-    global _devnull
+    global _devnull, _home
     if _devnull < 0:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if _home < 0:
+        flags = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            _home = os.open(".", flags)
+        except OSError:  # started in a directory since removed
+            _home = os.open("/", flags)
     # Entered by path every time, as Popen's child would (a mount placed over the directory
-    # since the last job counts), and left right after: the daemon must not hold a job's
-    # directory busy (umount) between jobs. FileNotFoundError names cwd, as Popen's would.
+    # since the last job counts), and left right after for the daemon's own directory: a
+    # job's directory is not held busy (umount) between jobs, and anything a library names
+    # relative to where the daemon was started (a libpq sslrootcert=...) still resolves.
+    # FileNotFoundError names cwd, as Popen's would.
     os.chdir(cwd)
     try:
         name = argv[0]
@@ -256,17 +267,24 @@ def spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str, log_fd: int) 
                 exc.filename = name
             raise
     finally:
-        os.chdir("/")
+        os.fchdir(_home)
 
 
 def _lookup(name: str, env: Mapping[str, str]) -> str:
     """The first executable ``name`` along the job's PATH (relative entries are relative to
     the job's cwd, which is the daemon's during the spawn)."""
+    denied = None  # as Popen: a file found but not executable is "Permission denied"
     for directory in os.get_exec_path(dict(env)):
         candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+        if os.path.isdir(candidate):
+            continue
+        if os.access(candidate, os.X_OK):
             return candidate
-    raise FileNotFoundError(2, os.strerror(2), name)
+        if denied is None and os.path.exists(candidate):
+            denied = candidate
+    if denied is not None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def ensure_std_fds() -> None:
@@ -279,6 +297,12 @@ def ensure_std_fds() -> None:
             null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
             if null > 2:
                 os.close(null)
+    # Python found them closed at start and set the streams to None: the event log writes
+    # to sys.stderr.
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
 
 
 def seal_fds() -> None:

@@ -82,8 +82,10 @@ def test_close_removes_the_spares_and_a_new_pool_removes_a_dead_daemons(tmp_path
     (directory / f"{dead}-0a1b2c3d-0").touch()
     # And those named after this very pid are an earlier daemon's (a container's pid 1).
     (directory / f"{os.getpid()}-0a1b2c3d-0").touch()
+    # A daemon on another host sharing the directory may have the same pid: not ours.
+    (directory / f"{dead}-0a1b2c3d-0-other-host.example").touch()
     pool = LogPool(str(directory), size=0)
     try:
-        assert os.listdir(directory) == []
+        assert os.listdir(directory) == [f"{dead}-0a1b2c3d-0-other-host.example"]
     finally:
         pool.close()
