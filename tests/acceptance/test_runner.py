@@ -162,3 +162,14 @@ def test_a_removed_archive_directory_is_made_again(env: Env) -> None:
     d.wait_for("succeeded", 2)
     wait_claimed_empty(env)
     assert [p.name.split(".", 2)[2] for p in (env.state / "done").iterdir()] == ["second.trigger"]
+
+
+def test_a_removed_claimed_directory_is_made_again_at_the_next_heartbeat(env: Env) -> None:
+    env.write_config('heartbeat_interval = "0.2s"\n')
+    d = env.start()
+    shutil.rmtree(env.state / "claimed")
+    d.wait_for("claimed_dir_replaced")
+    env.publish("true\n", name="after.trigger")
+    d.wait_for("succeeded")
+    wait_claimed_empty(env)
+    assert [p.name.split(".", 2)[2] for p in (env.state / "done").iterdir()] == ["after.trigger"]
