@@ -285,8 +285,6 @@ class Daemon:
                 self._poll.unregister(rj.pidfd)
                 self._by_fd.pop(rj.pidfd, None)
             rj.stop_now()
-        for rj in self._unrecorded:
-            rj.close_log()
         self._running.clear()
         self._unrecorded.clear()
 
@@ -500,8 +498,6 @@ class Daemon:
         try:
             self._launch_all(claimed)
         finally:
-            for rj, _ in done:
-                rj.close_log()
             for rj, new in done:
                 self._after_outcome(rj, new)
             if self._peers:
@@ -548,13 +544,14 @@ class Daemon:
             with self.store.atomic():
                 stored = self._enqueue(batch)
                 claimed = self._claim_dirty()
-            self._unsaved = []
-            crash_point("enqueued")
-            self._announce(stored)
+            self._recorded(stored)
             self._launch_all(claimed)
 
     def _record(self, batch: list[NewJob]) -> None:
-        stored = self._enqueue(batch)
+        self._recorded(self._enqueue(batch))
+
+    def _recorded(self, stored: list[Job]) -> None:
+        """After the commit that recorded claimed triggers: forget them, say so."""
         self._unsaved = []
         crash_point("enqueued")
         self._announce(stored)

@@ -48,10 +48,11 @@ class EventLog:
                 line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
             line = line.rstrip() + "\n"
             if self._held is not None and level == "info":
+                now = time.monotonic()
                 if not self._held:
-                    self._held_since = time.monotonic()
+                    self._held_since = now
                 self._held.append(line)
-                if time.monotonic() - self._held_since < self.max_hold:
+                if now - self._held_since < self.max_hold:
                     return
                 line = ""  # held long enough (a long pass of the loop): out with them
             self._write(line)

@@ -20,16 +20,6 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 MODE = 0o640
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def open_log(path: str) -> int:
     """Open (creating if needed) a job log for appending."""
     return os.open(path, _FLAGS | os.O_CREAT, MODE)
@@ -52,12 +42,18 @@ class LogPool:
         # pid-token-n-host: the token tells this pool's spares from those of an earlier
         # daemon that had the same pid (in a container the daemon is often pid 1 at every
         # start); the host keeps us off the spares of a daemon elsewhere sharing the dir.
+        from spoolq.runner import process_alive  # runner imports this module
+
         me, token, host = os.getpid(), os.urandom(4).hex(), socket.gethostname()
         self._names = (f"{me}-{token}-{i}-{host}" for i in itertools.count())
         for name in os.listdir(directory):  # spares of daemons that were killed
             owner, _, rest = name.partition("-")
             theirs = rest.split("-", 2)[2] if rest.count("-") >= 2 else host
-            if owner.isdigit() and theirs == host and (int(owner) == me or not _alive(int(owner))):
+            if (
+                owner.isdigit()
+                and theirs == host
+                and (int(owner) == me or not process_alive(int(owner), ""))
+            ):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
         self._thread = threading.Thread(target=self._fill, name="spoolq-logpool", daemon=True)

@@ -186,10 +186,9 @@ class RunningJob:
             f"attempt {self.job.attempts} ended: {reason or 'ok'} "
             f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {self._usage.max_rss_kb} KB)"
         )
-        # The close waits for close_log(): the daemon calls it once the lane's next job has
-        # started, which is worth a few microseconds on a busy lane.
+        self._close_log()
 
-    def close_log(self) -> None:
+    def _close_log(self) -> None:
         if self._log_fd >= 0:
             os.close(self._log_fd)
             self._log_fd = -1
@@ -214,7 +213,7 @@ class RunningJob:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        self.close_log()
+        self._close_log()
 
 
 # -- starting a process --------------------------------------------------------------------
@@ -274,7 +273,7 @@ def _lookup(name: str, env: Mapping[str, str]) -> str:
     """The first executable ``name`` along the job's PATH (relative entries are relative to
     the job's cwd, which is the daemon's during the spawn)."""
     denied = None  # as Popen: a file found but not executable is "Permission denied"
-    for directory in os.get_exec_path(dict(env)):
+    for directory in os.get_exec_path(env):
         candidate = os.path.join(directory, name)
         if os.path.isdir(candidate):
             continue
