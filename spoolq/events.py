@@ -2,7 +2,9 @@
 
 Inside the daemon's loop the log is buffered (``hold``): lines of one pass of the loop go
 out in one write, before the loop sleeps or once the oldest has waited ``max_hold``;
-warnings and errors go out at once (after what is held, so the order is kept).
+warnings and errors go out at once (after what is held, so the order is kept). A held line
+is kept as its fields and its time, and formatted when it is written: the work happens
+after the loop's pass (a job already started), not on a trigger's way to its start.
 """
 
 from __future__ import annotations
@@ -34,32 +36,35 @@ class EventLog:
         self.max_hold = max_hold  # seconds a held line may wait while the loop is busy
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
-        self._held: list[str] | None = None
+        self._held: list[tuple[float, str, str, dict[str, Any]]] | None = None
         self._held_since = 0.0
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         clean = {k: v for k, v in fields.items() if v is not None}
         with self._lock:
-            ts = stamp(time.time())
-            if self.fmt == "json":
-                line = _JSON.encode({"ts": ts, "level": level, "event": event, **clean})
-            else:
-                parts = [f"{k}={_value(v)}" for k, v in clean.items()]
-                line = f"{ts} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
-            line = line.rstrip() + "\n"
             if self._held is not None and level == "info":
                 now = time.monotonic()
                 if not self._held:
                     self._held_since = now
-                self._held.append(line)
+                self._held.append((time.time(), level, event, clean))
                 if now - self._held_since < self.max_hold:
                     return
-                line = ""  # held long enough (a long pass of the loop): out with them
-            self._write(line)
+                self._write("")  # held long enough (a long pass of the loop): out with them
+                return
+            self._write(self._line(time.time(), level, event, clean))
+
+    def _line(self, ts: float, level: str, event: str, fields: dict[str, Any]) -> str:
+        when = stamp(ts)
+        if self.fmt == "json":
+            line = _JSON.encode({"ts": when, "level": level, "event": event, **fields})
+        else:
+            parts = [f"{k}={_value(v)}" for k, v in fields.items()]
+            line = f"{when} {_LEVELS.get(level, level.upper()):5} event={event} {' '.join(parts)}"
+        return line.rstrip() + "\n"
 
     def _write(self, text: str) -> None:
         if self._held:
-            text = "".join(self._held) + text
+            text = "".join(self._line(*held) for held in self._held) + text
             self._held.clear()
         try:
             self.stream.write(text)
