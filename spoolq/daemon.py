@@ -46,7 +46,7 @@ from spoolq.watcher import InotifyWatcher, Watcher, make_watchers
 
 BACKOFF_CAP = 3600.0
 STORE_RETRY_MAX = 30.0
-INGEST_BATCH = 64  # claims per transaction; jobs start between batches of a backlog
+INGEST_BATCH = 64  # claims per transaction and per pass of the loop
 PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
 
 
@@ -83,10 +83,12 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_pending = False
         self._poll = select.poll()
+        self._exits = select.poll()  # the running jobs' pidfds alone: "has a job ended?"
         self._running: dict[str, RunningJob] = {}
         self._by_fd: dict[int, RunningJob] = {}
         self._dirty: set[str] = set()
-        self._unsaved: list[NewJob] = []  # claimed, not yet recorded (store down)
+        # Claimed, not yet recorded: the store was down, or a job ended mid-batch (_take_intake).
+        self._unsaved: list[NewJob] = []
         self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
         self._store_retry_at = 0.0
         self._store_backoff = 0.5
@@ -281,9 +283,9 @@ class Daemon:
     def _stop_all_running(self) -> None:
         """Kill every running job without recording anything (the store has moved on)."""
         for rj in list(self._running.values()):
-            if rj.pidfd is not None:
+            if rj.pidfd is not None and self._by_fd.pop(rj.pidfd, None) is not None:
                 self._poll.unregister(rj.pidfd)
-                self._by_fd.pop(rj.pidfd, None)
+                self._exits.unregister(rj.pidfd)
             rj.stop_now()
         self._running.clear()
         self._unrecorded.clear()
@@ -380,6 +382,7 @@ class Daemon:
                     rj = self._by_fd.get(fd)
                     if rj is not None:
                         self._poll.unregister(fd)
+                        self._exits.unregister(fd)
                         del self._by_fd[fd]
                         rj.on_exit()
                         self._after_step(rj)
@@ -490,11 +493,14 @@ class Daemon:
         already running while we tidy up after the last one."""
         if not self._unrecorded:
             return
-        # One transaction: the outcomes, and the claims of the slots they free.
+        # One transaction: the outcomes, the triggers claimed while the jobs ran (see
+        # _take_intake), and the claims of the slots they free.
         with self.store.atomic():
             done = [(rj, self._commit_outcome(rj)) for rj in self._unrecorded]
+            stored = self._enqueue([])
             claimed = self._claim_dirty()
         self._unrecorded.clear()
+        self._recorded(stored)
         try:
             self._launch_all(claimed)
         finally:
@@ -534,18 +540,30 @@ class Daemon:
 
     # -- claiming ----------------------------------------------------------------------------
     def _take_intake(self) -> None:
-        while len(self._intake) and not self._stopping:
-            batch: list[NewJob] = []
-            for spool, path in self._intake.take(INGEST_BATCH):
-                job = self._claimer.claim(spool, path)
-                if job is not None:
-                    batch.append(job)
-            # One transaction records the batch and claims the slots it can fill.
-            with self.store.atomic():
-                stored = self._enqueue(batch)
-                claimed = self._claim_dirty()
-            self._recorded(stored)
-            self._launch_all(claimed)
+        """Claim one batch. The rest waits for the next pass of the loop (which does not
+        sleep while the intake holds work), so that through a backlog of any size ended
+        jobs are reaped and their slots refilled, timeouts fire and a SIGTERM is heard
+        within one batch.
+
+        A batch also ends the moment a running job ends: its slot is refilled first, and
+        what was claimed so far is recorded in that same transaction. So in a burst the
+        claiming happens while jobs run, not while a lane waits."""
+        if not len(self._intake):
+            return
+        taken = self._intake.take(INGEST_BATCH)
+        for i, (spool, path) in enumerate(taken):
+            if self._by_fd and self._exits.poll(0):
+                self._intake.give_back(taken[i:])
+                return  # claimed so far: in _unsaved, recorded by _record_ended
+            job = self._claimer.claim(spool, path)
+            if job is not None:
+                self._unsaved.append(job)
+        # One transaction records the batch and claims the slots it can fill.
+        with self.store.atomic():
+            stored = self._enqueue([])
+            claimed = self._claim_dirty()
+        self._recorded(stored)
+        self._launch_all(claimed)
 
     def _record(self, batch: list[NewJob]) -> None:
         self._recorded(self._enqueue(batch))
@@ -650,6 +668,7 @@ class Daemon:
         if rj.pidfd is not None and rj.pidfd not in self._by_fd:
             self._by_fd[rj.pidfd] = rj
             self._poll.register(rj.pidfd, select.POLLIN)
+            self._exits.register(rj.pidfd, select.POLLIN)
 
     def _commit_outcome(self, rj: RunningJob) -> Job:
         result = rj.result

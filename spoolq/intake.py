@@ -132,6 +132,11 @@ class Intake:
             ready.append((spool, path))
         return ready
 
+    def give_back(self, ready: list[tuple[SpoolConfig, str]]) -> None:
+        """Return paths ``take`` handed out but the caller did not get to: first in line
+        again, and still known complete."""
+        self._queue.extendleft((spool, path, True) for spool, path in reversed(ready))
+
     def _settled(self, spool: SpoolConfig, path: str) -> bool:
         """Whether a file only seen by a scan or a poll is complete: size and mtime
         unchanged for ``settle`` seconds (or last modified longer ago than that)."""

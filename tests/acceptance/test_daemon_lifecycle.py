@@ -130,3 +130,23 @@ def test_a_stop_with_triggers_just_seen_waits_quietly_and_leaves_them_in_the_spo
     gate.touch()
     assert d.proc.wait(30) == 0
     assert all(t.exists() for t in late), "triggers not claimed before the stop stay put"
+
+
+def test_a_backlog_is_claimed_a_batch_at_a_time_so_jobs_run_and_a_stop_is_heard(env: Env) -> None:
+    """A large backlog found at start is claimed one batch per pass of the event loop: jobs
+    run (and are reaped, and replaced) while it is being claimed, and a SIGTERM stops the
+    claiming at once, leaving the rest in the spool for the next start. (The whole backlog
+    used to be claimed first: one job ran, and the stop waited, until the last claim.)"""
+    env.write_config(NO_TIMERS)
+    n = 8000
+    for i in range(n):
+        (env.spool / f"b{i:05d}.trigger").write_text("true\n")
+    d = env.start(ready=False)
+    assert d.wait_for("ready", timeout=60)[0]["pending"] == n
+    d.wait_for("succeeded", count=3, timeout=60)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(60) == 0
+    left = list(env.spool.glob("*.trigger"))
+    recorded = env.jobs()
+    assert len(left) + len(recorded) == n, "every trigger is either still published or a job"
+    assert len(left) > n // 2, f"only {len(left)} of {n} left: the stop waited for the claims"

@@ -96,3 +96,17 @@ def test_an_overflow_forces_a_full_scan(tmp_path: Path) -> None:
     assert intake.timers() is True
     assert intake.take(10) == [(spool, str(tmp_path / "lost.trigger"))]
     assert intake.take(10) == []  # the state directory and nothing else
+
+
+def test_paths_given_back_are_first_in_line_again_in_their_order(tmp_path: Path) -> None:
+    """The daemon stops a batch of claims when a job ends; what it took but did not claim
+    goes back ahead of what arrived since."""
+    intake, spool, _, _ = make(tmp_path)
+    a, b, c, d = (str(tmp_path / f"{n}.trigger") for n in "abcd")
+    for path in (a, b, c):
+        intake.offer(spool, path, True)
+    taken = intake.take(10)
+    assert taken == [(spool, a), (spool, b), (spool, c)]
+    intake.offer(spool, d, True)
+    intake.give_back(taken[1:])
+    assert intake.take(10) == [(spool, b), (spool, c), (spool, d)]
