@@ -2,7 +2,8 @@
 process can, jobs that only run the stamp command (a ``true`` that notes when it started).
 
 Measured from the first rename to the last job *started* (its own stamp) and to the last
-job *finished* (``finished_at`` in the store, i.e. durable state included). Beside it, in
+job *finished* (``finished_at`` in the store, i.e. durable state included); also the
+longest pause between two consecutive starts. Beside it, in
 the same run: a bare Python loop that runs the same command N times with
 ``subprocess.run`` — the ceiling for one serial lane with no bookkeeping at all.
 Concurrency 1, 2 and 4 each get a fresh daemon and an empty store.
@@ -10,6 +11,7 @@ Concurrency 1, 2 and 4 each get a fresh daemon and an empty store.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -79,11 +81,15 @@ def one_burst(ctx: Context, n: int, concurrency: int) -> dict[str, float]:
         starts = read_stamps(stamps)
     if other:
         raise RuntimeError(f"{other} of {n} jobs did not succeed")
+    ordered = sorted(starts)
+    pauses = [b - a for a, b in itertools.pairwise(ordered)]
     to_start = (max(starts) - t0) / 1e9
     to_finish = last_finish - t0 / 1e9
     return {
         "publish_s": (t_published - t0) / 1e9,
         "first_start_ms": (min(starts) - t0) / 1e6,
+        # A lane that stalls while the burst is being claimed shows here, not in the rate.
+        "longest_pause_ms": max(pauses, default=0) / 1e6,
         "to_last_start_s": to_start,
         "to_last_finish_s": to_finish,
         "jobs_per_s_started": n / to_start,
@@ -132,6 +138,7 @@ def run(ctx: Context) -> BenchResult:
         Figure("c=4 to last start", g("c4_jobs_per_s_started"), "jobs/s", "", None, 0),
         Figure("ratio c=4 / c=1", g("ratio_c4_vs_c1"), "x", "", None, 2),
         Figure("c=1 first job started", g("c1_first_start_ms"), "ms", "", None, 1),
+        Figure("c=1 longest pause between starts", g("c1_longest_pause_ms"), "ms", "", None, 1),
         Figure("c=1 daemon peak RSS", g("c1_daemon_peak_rss_mb"), "MB", "", None, 1),
     ]
     return res
