@@ -500,7 +500,8 @@ class Daemon:
             stored = self._enqueue([])
             claimed = self._claim_dirty()
         self._unrecorded.clear()
-        self._recorded(stored)
+        if stored:
+            self._recorded(stored)
         try:
             self._launch_all(claimed)
         finally:
@@ -555,14 +556,20 @@ class Daemon:
             if self._by_fd and self._exits.poll(0):
                 self._intake.give_back(taken[i:])
                 return  # claimed so far: in _unsaved, recorded by _record_ended
-            job = self._claimer.claim(spool, path)
+            try:
+                job = self._claimer.claim(spool, path)
+            except StoreUnavailable:
+                # claimed/ cannot take it: this one and the rest wait for the retry.
+                self._intake.give_back(taken[i:])
+                raise
             if job is not None:
                 self._unsaved.append(job)
         # One transaction records the batch and claims the slots it can fill.
         with self.store.atomic():
             stored = self._enqueue([])
             claimed = self._claim_dirty()
-        self._recorded(stored)
+        if stored:
+            self._recorded(stored)
         self._launch_all(claimed)
 
     def _record(self, batch: list[NewJob]) -> None:

@@ -94,7 +94,10 @@ class Intake:
             self.overflowed = False
             self.scan_all()
         for i, spool in enumerate(self._spools):
-            if mono >= self._next_rescan[i]:
+            # While the queue still holds paths (a backlog being claimed), the periodic
+            # scan waits: it would queue every unclaimed file a second time. It runs at the
+            # first pass after the queue is empty; an overflow still scans at once.
+            if mono >= self._next_rescan[i] and not self._queue:
                 self._scan(spool)
                 self._next_rescan[i] = mono + spool.rescan_interval
                 # Files that left while still open for writing (the watcher does not follow

@@ -110,3 +110,20 @@ def test_paths_given_back_are_first_in_line_again_in_their_order(tmp_path: Path)
     intake.offer(spool, d, True)
     intake.give_back(taken[1:])
     assert intake.take(10) == [(spool, b), (spool, c), (spool, d)]
+
+
+def test_a_periodic_rescan_waits_while_a_backlog_is_still_queued(tmp_path: Path) -> None:
+    """A rescan due while the queue still holds a backlog would queue every unclaimed file
+    a second time (a million-file backlog takes minutes to claim): it runs once the queue is
+    empty."""
+    intake, _, clock, _ = make(tmp_path)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.trigger").write_text("true\n")
+    intake.scan_all()
+    assert len(intake) == 3
+    clock.t += 3601  # the periodic rescan is due
+    intake.timers()
+    assert len(intake) == 3  # not 6
+    assert len(intake.take(10)) == 3
+    intake.timers()  # queue empty: the rescan runs (nothing was claimed, all still there)
+    assert len(intake) == 3
