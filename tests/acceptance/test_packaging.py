@@ -38,6 +38,7 @@ def test_the_wheel_holds_only_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert all(n.startswith(("spoolq/", "spoolq-")) for n in names), names
     assert "spoolq/store/sql/sqlite/001_initial.sql" in names  # migrations ship
+    assert "spoolq/store/sql/sqlite/002_settled_index.sql" in names
     assert "spoolq/examples/duckdb_load.py" in names  # the demo's loader ships
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "spoolq = spoolq.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -647,6 +647,28 @@ def test_lane_status_and_state_counts_describe_the_queue(store: Store) -> None:
     }  # fmt: skip
 
 
+def test_state_counts_count_every_state_and_follow_each_change(store: Store) -> None:
+    """What ``spoolq status`` shows: one count per state, and each job in exactly one."""
+    store.set_lanes({"default": 10})
+    wanted = {  # queued last: run_to claims the lane's next queued job
+        JobState.SUCCEEDED: 4, JobState.FAILED: 2, JobState.CANCELLED: 1,
+        JobState.RUNNING: 2, JobState.QUEUED: 3,
+    }  # fmt: skip
+    made = {state: [run_to(store, state) for _ in range(n)] for state, n in wanted.items()}
+    enqueue1(store, reason="bad")
+    assert store.state_counts() == {
+        "queued": 3, "running": 2, "succeeded": 4, "failed": 2, "cancelled": 1, "rejected": 1
+    }  # fmt: skip
+    assert sorted(store.failed_ids()) == sorted(j.id for j in made[JobState.FAILED])
+    again = store.retry(made[JobState.FAILED][0].id, T0 + 10)  # failed -> queued
+    assert again.state is JobState.QUEUED
+    store.finish(made[JobState.RUNNING][0], OK, JobState.SUCCEEDED, T0 + 11)
+    assert store.state_counts() == {
+        "queued": 4, "running": 1, "succeeded": 5, "failed": 1, "cancelled": 1, "rejected": 1
+    }  # fmt: skip
+    assert store.failed_ids() == [made[JobState.FAILED][1].id]
+
+
 def test_prune_deletes_only_finished_jobs_older_than_the_cutoff(store: Store) -> None:
     store.set_lanes({"default": 10})
     old_ok = run_to(store, JobState.SUCCEEDED)  # finished T0 + 2
@@ -929,6 +951,35 @@ def test_sqlite_fresh_file_is_migrated_to_the_latest_version(tmp_path: Path) -> 
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> None:
+    """A store written by the first release (schema 1, with the index on every state)
+    opens, moves to the latest schema and counts what it held."""
+    path = tmp_path / "spoolq.db"
+    store = SqliteStore(path)
+    store.set_lanes({"default": 10})
+    done = run_to(store, JobState.SUCCEEDED)
+    failed = run_to(store, JobState.FAILED)
+    queued = enqueue1(store)
+    store.close()
+    db = sqlite3.connect(path)
+    try:  # back to schema 1, as the first release left it
+        db.execute("DROP INDEX jobs_settled")
+        db.execute("CREATE INDEX jobs_state ON jobs (state, seq)")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    finally:
+        db.close()
+    store = SqliteStore(path)
+    try:
+        assert user_version(path) == LATEST
+        assert [j.id for j in store.list_jobs()] == [queued.id, failed.id, done.id]
+        counts = store.state_counts()
+        assert (counts["succeeded"], counts["failed"], counts["queued"]) == (1, 1, 1)
+        assert store.failed_ids() == [failed.id]
+    finally:
+        store.close()
 
 
 def test_sqlite_reopening_is_idempotent_and_keeps_the_jobs(tmp_path: Path) -> None:

@@ -153,7 +153,11 @@ WHERE id = :id AND state IN ('failed', 'cancelled', 'succeeded') AND spec IS NOT
 RETURNING *
 
 -- name: failed_ids
-SELECT id FROM jobs WHERE state = 'failed' ORDER BY seq
+-- The IN term is the partial index's own condition: SQLite uses jobs_settled only when the
+-- query repeats it.
+SELECT id FROM jobs
+WHERE state IN ('failed', 'cancelled', 'rejected') AND state = 'failed'
+ORDER BY seq
 
 -- name: lane_status
 SELECT l.name, l.concurrency, l.paused,
@@ -164,7 +168,20 @@ SELECT l.name, l.concurrency, l.paused,
 FROM lanes l ORDER BY l.name
 
 -- name: state_counts
-SELECT state, count(*) AS n FROM jobs GROUP BY state
+-- Along the partial indexes, without a walk of the whole table; succeeded is the rest.
+-- (A new state would need its own line here.)
+WITH c (state, n) AS (
+    SELECT 'queued', count(*) FROM jobs WHERE state = 'queued'
+    UNION ALL
+    SELECT 'running', count(*) FROM jobs WHERE state = 'running'
+    UNION ALL
+    SELECT state, count(*) FROM jobs
+    WHERE state IN ('failed', 'cancelled', 'rejected')
+    GROUP BY state
+)
+SELECT state, n FROM c
+UNION ALL
+SELECT 'succeeded', (SELECT count(*) FROM jobs) - (SELECT coalesce(sum(n), 0) FROM c)
 
 -- name: prune
 DELETE FROM jobs
