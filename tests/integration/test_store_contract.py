@@ -9,6 +9,7 @@ answers there. SQLite-only details (migrations, the file itself) come last.
 from __future__ import annotations
 
 import os
+import re
 import select
 import sqlite3
 import subprocess
@@ -980,6 +981,30 @@ def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> N
         assert store.failed_ids() == [failed.id]
     finally:
         store.close()
+
+
+# Everything the daemon asks per job and per heartbeat. With 100,000 jobs queued, one of
+# these walking the whole jobs table costs ~30 ms a heartbeat: 0.3 % of a core at idle,
+# three times the idle target (issue 5), which is how `running_jobs` was caught.
+DAEMON_QUERIES = (
+    "insert_job", "find_duplicate", "lock_lane", "running_in_lane", "start_next",
+    "insert_attempt", "mark_started", "close_attempt", "finish_job", "requeue_job",
+    "running_jobs", "running_jobs_of", "cancel_requests", "next_due", "lanes_with_work",
+    "heartbeat", "get_job", "known_ids",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DAEMON_QUERIES)
+def test_sqlite_daemon_queries_never_walk_the_whole_jobs_table(tmp_path: Path, name: str) -> None:
+    store = SqliteStore(tmp_path / "spoolq.db")
+    try:
+        sql = queries.load("sqlite.sql")[name]
+        params = dict.fromkeys(re.findall(r":(\w+)", sql))
+        plan = [row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    finally:
+        store.close()
+    scans = [step for step in plan if re.match(r"SCAN (jobs|j)\b(?! USING)", step)]
+    assert not scans, f"{name}: {plan}"
 
 
 def test_sqlite_reopening_is_idempotent_and_keeps_the_jobs(tmp_path: Path) -> None:
