@@ -92,6 +92,8 @@ class Daemon:
         self._unrecorded: list[RunningJob] = []  # ended, not yet recorded (store down)
         self._store_retry_at = 0.0
         self._store_backoff = 0.5
+        self._store_probed = False  # backing off, a real write went through in this pass
+        self._pass_failed = False  # a step of this pass of the loop met a store fault
         self._signals = 0
         self._stopping = False
         self._next_heartbeat = 0.0
@@ -394,6 +396,7 @@ class Daemon:
             if not self._stopping:
                 self._guarded(self._take_intake)
             self._guarded(self._dispatch)
+            self._recovered()
             if self._stopping and not self._running and not self._unrecorded:
                 return
 
@@ -402,19 +405,32 @@ class Daemon:
         if self.mono() < self._store_retry_at:
             return
         try:
-            if self._store_backoff > 0.5:
-                # After a fault, a real write decides that the store is back (a step with
-                # nothing to do would succeed without touching it).
+            if self._store_backoff > 0.5 and not self._store_probed:
+                # After a fault, a real write first (a step with nothing to do would
+                # succeed without touching the store); _recovered() decides at the end of
+                # the pass.
                 self._beat(self.clock())
-                self.log.emit("store_recovered")
-                self._store_backoff = 0.5
-                self._intake.overflowed = True  # rescan: triggers seen while down were dropped
-                self._needs_reconcile = True
+                self._store_probed = True
             step()
         except StoreUnavailable as exc:
+            self._store_probed = False
+            self._pass_failed = True
             self.log.error("store_unavailable", error=str(exc), retry_in=self._store_backoff)
             self._store_retry_at = self.mono() + self._store_backoff
             self._store_backoff = min(STORE_RETRY_MAX, self._store_backoff * 2)
+
+    def _recovered(self) -> None:
+        """After a fault, the store counts as back only once a whole pass of the loop went
+        through, the retried work included: a fault that a heartbeat does not touch (job
+        logs that cannot be created, a claimed/ that cannot be written) keeps doubling the
+        wait instead of a recovery, and a spool rescan, announced at every retry."""
+        if self._store_probed and not self._pass_failed:
+            self._store_probed = False
+            self.log.emit("store_recovered")
+            self._store_backoff = 0.5
+            self._intake.overflowed = True  # rescan: triggers seen while down were dropped
+            self._needs_reconcile = True
+        self._pass_failed = False
 
     def _timeout(self) -> float | None:
         mono = self.mono()
@@ -622,6 +638,7 @@ class Daemon:
                 self._launch(job)
             except OSError as exc:
                 self.store.requeue_interrupted([job.id], self.clock())
+                self._dirty.add(job.lane)  # tried again at the next retry
                 trouble = exc
         if trouble is not None:
             raise StoreUnavailable(f"cannot create job logs in {self.state.root}: {trouble}")

@@ -72,6 +72,26 @@ def test_state_dir_read_only_then_writable_again(env: Env) -> None:
 
 
 @needs_root
+def test_job_logs_that_cannot_be_created_back_off_without_false_recoveries(env: Env) -> None:
+    """The store answers but no job log can be created (logs/ read-only): the daemon backs
+    off, doubling the wait, instead of announcing a recovery (and rescanning the spool)
+    after every heartbeat; the job runs once logs can be created again."""
+    env.write_config('heartbeat_interval = "0.5s"\n')
+    d = env.start()
+    env.publish("true\n", name="before.trigger")
+    d.wait_for("succeeded")
+    with _bind_readonly(env.state / "logs"):
+        trigger = env.publish("true\n", name="during.trigger")
+        d.wait_for("store_unavailable", count=3, timeout=60)
+        assert not d.find("store_recovered")
+        assert [e["retry_in"] for e in d.find("store_unavailable")][:3] == [0.5, 1.0, 2.0]
+        assert not d.find("started", trigger=str(trigger))
+    d.wait_for("store_recovered", timeout=60)
+    d.wait_for("succeeded", trigger=str(trigger), timeout=60)
+    assert d.stop() == 0
+
+
+@needs_root
 def test_disk_full_at_start_then_space_freed(env: Env, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
