@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import build_stamp, file_create_us
-
-SCHEMA = Path(__file__).resolve().parent.parent / "spoolq/store/sql/sqlite/001_initial.sql"
+from spoolq.store import queries
 
 
 def _median_us(samples: list[int]) -> float:
@@ -61,7 +60,8 @@ def handoff(directory: Path, n: int) -> float:
     db = sqlite3.connect(directory / "probe.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
-    db.executescript(SCHEMA.read_text())
+    for _, script in queries.migrations("sqlite"):  # the store's schema as it is now
+        db.executescript(script)
     db.execute("INSERT INTO lanes (name, concurrency) VALUES ('l', 1)")
     spec = json.dumps({"steps": [["/bin/true"]]})
     db.execute("BEGIN")

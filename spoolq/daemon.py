@@ -285,9 +285,8 @@ class Daemon:
     def _stop_all_running(self) -> None:
         """Kill every running job without recording anything (the store has moved on)."""
         for rj in list(self._running.values()):
-            if rj.pidfd is not None and self._by_fd.pop(rj.pidfd, None) is not None:
-                self._poll.unregister(rj.pidfd)
-                self._exits.unregister(rj.pidfd)
+            if rj.pidfd is not None and rj.pidfd in self._by_fd:
+                self._unwatch_exit(rj.pidfd)
             rj.stop_now()
         self._running.clear()
         self._unrecorded.clear()
@@ -383,9 +382,7 @@ class Daemon:
                 else:
                     rj = self._by_fd.get(fd)
                     if rj is not None:
-                        self._poll.unregister(fd)
-                        self._exits.unregister(fd)
-                        del self._by_fd[fd]
+                        self._unwatch_exit(fd)
                         rj.on_exit()
                         self._after_step(rj)
             self._handle_signals()
@@ -441,6 +438,16 @@ class Daemon:
         if self._store_retry_at > mono:
             # Backing off from a store fault: everything else waits for the retry time.
             return min([self._store_retry_at, *marks]) - mono
+        # Work for the next pass (checked before the other timers: a busy pass skips them).
+        if self._unrecorded:
+            return 0  # a job that could not start at all ended in this pass: record it now
+        if (self._intake.pending and not self._stopping) or self._unsaved:
+            # (Stopping, the intake is left alone: what it holds stays in the spool.)
+            return 0
+        if self._dirty and not self._stopping:
+            # Lanes with work found outside the loop's own steps (the start-up bootstrap:
+            # jobs already queued, jobs just rescued) must not wait for the next timer.
+            return 0
         marks.append(self._next_heartbeat)
         if not self._stopping:  # stopping, the intake's timers are not run any more
             marks.append(self._intake.next_deadline())
@@ -451,15 +458,6 @@ class Daemon:
         ]
         if self._due_at is not None:
             marks.append(mono + (self._due_at - self.clock()))
-        if self._unrecorded:
-            return 0  # a job that could not start at all ended in this pass: record it now
-        if (self._intake.pending and not self._stopping) or self._unsaved:
-            # (Stopping, the intake is left alone: what it holds stays in the spool.)
-            return 0
-        if self._dirty and not self._stopping:
-            # Lanes with work found outside the loop's own steps (the start-up bootstrap:
-            # jobs already queued, jobs just rescued) must not wait for the next timer.
-            return 0
         return max(0.0, min(marks) - mono)
 
     def _handle_signals(self) -> None:
@@ -516,8 +514,7 @@ class Daemon:
             stored = self._enqueue([])
             claimed = self._claim_dirty()
         self._unrecorded.clear()
-        if stored:
-            self._recorded(stored)
+        self._recorded(stored)
         try:
             self._launch_all(claimed)
         finally:
@@ -584,15 +581,17 @@ class Daemon:
         with self.store.atomic():
             stored = self._enqueue([])
             claimed = self._claim_dirty()
-        if stored:
-            self._recorded(stored)
+        self._recorded(stored)
         self._launch_all(claimed)
 
     def _record(self, batch: list[NewJob]) -> None:
         self._recorded(self._enqueue(batch))
 
     def _recorded(self, stored: list[Job]) -> None:
-        """After the commit that recorded claimed triggers: forget them, say so."""
+        """After the commit that recorded claimed triggers: forget them, say so. (Nothing
+        stored: nothing was claimed, and the fault point is not passed either.)"""
+        if not stored:
+            return
         self._unsaved = []
         crash_point("enqueued")
         self._announce(stored)
@@ -693,6 +692,12 @@ class Daemon:
             self._by_fd[rj.pidfd] = rj
             self._poll.register(rj.pidfd, select.POLLIN)
             self._exits.register(rj.pidfd, select.POLLIN)
+
+    def _unwatch_exit(self, pidfd: int) -> None:
+        """The other half of _after_step's registration (a step reaped, or killed)."""
+        del self._by_fd[pidfd]
+        self._poll.unregister(pidfd)
+        self._exits.unregister(pidfd)
 
     def _commit_outcome(self, rj: RunningJob) -> Job:
         result = rj.result
