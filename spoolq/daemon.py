@@ -564,16 +564,15 @@ class Daemon:
         claiming happens while jobs run, not while a lane waits."""
         if not len(self._intake):
             return
-        taken = self._intake.take(INGEST_BATCH)
-        for i, (spool, path) in enumerate(taken):
+        for spool, path in self._intake.take(INGEST_BATCH):
             if self._by_fd and self._exits.poll(0):
-                self._intake.give_back(taken[i:])
+                self._intake.give_back(spool, path)  # the rest is still queued
                 return  # claimed so far: in _unsaved, recorded by _record_ended
             try:
                 job = self._claimer.claim(spool, path)
             except StoreUnavailable:
                 # claimed/ cannot take it: this one and the rest wait for the retry.
-                self._intake.give_back(taken[i:])
+                self._intake.give_back(spool, path)
                 raise
             if job is not None:
                 self._unsaved.append(job)

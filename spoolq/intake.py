@@ -14,7 +14,7 @@ import collections
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from spoolq.config import SpoolConfig
@@ -120,11 +120,13 @@ class Intake:
             if spool.recursive:
                 self._on_dir(spool, os.path.dirname(path))
 
-    def take(self, limit: int) -> list[tuple[SpoolConfig, str]]:
-        """Up to ``limit`` distinct paths that are ready to be claimed."""
-        ready: list[tuple[SpoolConfig, str]] = []
+    def take(self, limit: int) -> Iterator[tuple[SpoolConfig, str]]:
+        """Up to ``limit`` distinct paths that are ready to be claimed, each taken off the
+        queue only when the caller asks for it: a caller that stops early (the daemon, when
+        a job ends mid-batch) leaves the rest queued, in order, at no cost."""
         seen: set[str] = set()
-        while self._queue and len(ready) < limit:
+        given = 0
+        while self._queue and given < limit:
             spool, path, complete = self._queue.popleft()
             if path in seen:
                 continue
@@ -132,13 +134,13 @@ class Intake:
             if not complete and not self._settled(spool, path):
                 continue
             self._settling.pop(path, None)
-            ready.append((spool, path))
-        return ready
+            given += 1
+            yield spool, path
 
-    def give_back(self, ready: list[tuple[SpoolConfig, str]]) -> None:
-        """Return paths ``take`` handed out but the caller did not get to: first in line
+    def give_back(self, spool: SpoolConfig, path: str) -> None:
+        """Return a path ``take`` handed out but the caller could not claim: first in line
         again, and still known complete."""
-        self._queue.extendleft((spool, path, True) for spool, path in reversed(ready))
+        self._queue.appendleft((spool, path, True))
 
     def _settled(self, spool: SpoolConfig, path: str) -> bool:
         """Whether a file only seen by a scan or a poll is complete: size and mtime

@@ -34,7 +34,7 @@ def test_a_file_the_kernel_called_complete_is_ready_at_once(tmp_path: Path) -> N
     intake.offer(spool, path, True)
     intake.offer(spool, path, True)  # duplicate event
     assert wakes and intake.pending
-    assert intake.take(10) == [(spool, path)]
+    assert list(intake.take(10)) == [(spool, path)]
 
 
 def test_a_scanned_file_waits_until_size_and_mtime_are_stable(tmp_path: Path) -> None:
@@ -43,16 +43,16 @@ def test_a_scanned_file_waits_until_size_and_mtime_are_stable(tmp_path: Path) ->
     path.write_text("true\n")
     clock.t = os.stat(path).st_mtime + 0.1  # just written
     intake.offer(spool, str(path), False)
-    assert intake.take(10) == []
+    assert list(intake.take(10)) == []
     clock.t += 0.5
     path.write_text("true\nfalse\n")  # still being written: the wait starts again
     os.utime(path, (clock.t, clock.t))
     assert intake.timers() is False
     intake.offer(spool, str(path), False)
-    assert intake.take(10) == []
+    assert list(intake.take(10)) == []
     clock.t += 1.1  # stable for longer than settle
     intake.timers()
-    assert intake.take(10) == [(spool, str(path))]
+    assert list(intake.take(10)) == [(spool, str(path))]
 
 
 def test_an_old_file_found_by_a_scan_is_ready_at_once(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_an_old_file_found_by_a_scan_is_ready_at_once(tmp_path: Path) -> None:
     path.write_text("true\n")
     clock.t = os.stat(path).st_mtime + 60
     intake.scan_all()
-    assert intake.take(10) == [(spool, str(path))]
+    assert list(intake.take(10)) == [(spool, str(path))]
 
 
 def test_a_file_still_open_for_writing_waits_for_its_close_or_a_silent_minute(
@@ -73,10 +73,10 @@ def test_a_file_still_open_for_writing_waits_for_its_close_or_a_silent_minute(
     intake.writing.add(str(path))
     clock.t = os.stat(path).st_mtime + 5
     intake.offer(spool, str(path), False)
-    assert intake.take(10) == []
+    assert list(intake.take(10)) == []
     clock.t = os.stat(path).st_mtime + WRITE_IDLE_LIMIT + 1
     intake.offer(spool, str(path), False)
-    assert intake.take(10) == [(spool, str(path))]
+    assert list(intake.take(10)) == [(spool, str(path))]
 
 
 def test_a_fifo_is_handed_on_at_once_to_be_rejected(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_a_fifo_is_handed_on_at_once_to_be_rejected(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.trigger"
     os.mkfifo(fifo)
     intake.offer(spool, str(fifo), False)
-    assert intake.take(10) == [(spool, str(fifo))]
+    assert list(intake.take(10)) == [(spool, str(fifo))]
 
 
 def test_an_overflow_forces_a_full_scan(tmp_path: Path) -> None:
@@ -94,22 +94,35 @@ def test_an_overflow_forces_a_full_scan(tmp_path: Path) -> None:
     intake.on_overflow()
     assert intake.pending
     assert intake.timers() is True
-    assert intake.take(10) == [(spool, str(tmp_path / "lost.trigger"))]
-    assert intake.take(10) == []  # the state directory and nothing else
+    assert list(intake.take(10)) == [(spool, str(tmp_path / "lost.trigger"))]
+    assert list(intake.take(10)) == []  # the state directory and nothing else
 
 
-def test_paths_given_back_are_first_in_line_again_in_their_order(tmp_path: Path) -> None:
-    """The daemon stops a batch of claims when a job ends; what it took but did not claim
-    goes back ahead of what arrived since."""
+def test_a_batch_stopped_early_leaves_the_rest_first_in_line(tmp_path: Path) -> None:
+    """The daemon stops a batch of claims when a job ends: the path it took but did not
+    claim goes back, and what it never asked for stays queued, both ahead of what arrived
+    since, in their order."""
     intake, spool, _, _ = make(tmp_path)
     a, b, c, d = (str(tmp_path / f"{n}.trigger") for n in "abcd")
     for path in (a, b, c):
         intake.offer(spool, path, True)
-    taken = intake.take(10)
-    assert taken == [(spool, a), (spool, b), (spool, c)]
+    taking = intake.take(10)
+    assert next(taking) == (spool, a)
+    assert next(taking) == (spool, b)
+    intake.give_back(spool, b)  # taken, not claimed
+    assert len(intake) == 2  # b again, and c that was never taken
     intake.offer(spool, d, True)
-    intake.give_back(taken[1:])
-    assert intake.take(10) == [(spool, b), (spool, c), (spool, d)]
+    assert list(intake.take(10)) == [(spool, b), (spool, c), (spool, d)]
+
+
+def test_take_stops_at_its_limit(tmp_path: Path) -> None:
+    intake, spool, _, _ = make(tmp_path)
+    paths = [str(tmp_path / f"{n}.trigger") for n in "abc"]
+    intake.offer(spool, paths[0], True)
+    for path in paths:
+        intake.offer(spool, path, True)  # a's second event does not count against the limit
+    assert list(intake.take(2)) == [(spool, paths[0]), (spool, paths[1])]
+    assert list(intake.take(2)) == [(spool, paths[2])]
 
 
 def test_a_periodic_rescan_waits_while_a_backlog_is_still_queued(tmp_path: Path) -> None:
@@ -124,6 +137,6 @@ def test_a_periodic_rescan_waits_while_a_backlog_is_still_queued(tmp_path: Path)
     clock.t += 3601  # the periodic rescan is due
     intake.timers()
     assert len(intake) == 3  # not 6
-    assert len(intake.take(10)) == 3
+    assert len(list(intake.take(10))) == 3
     intake.timers()  # queue empty: the rescan runs (nothing was claimed, all still there)
     assert len(intake) == 3
