@@ -2,8 +2,10 @@
 
 ``python -m bench.probes`` prints what each bound in docs/performance.md rests on, on this
 machine, now: creating a file (a job's log), starting a process with ``posix_spawn`` from
-an idle loop and right after some Python work (the state a daemon is in when it starts the
-next job), the life of the ``stamp`` child after the spawn returns, and one SQLite
+a bare loop and after 0.3, 1 and 3 ms of Python work (the state a daemon is in when it
+starts the next job: a parent that has been busy gets its child started on the other,
+idle CPU, and on a virtual machine waking a halted CPU can cost more than the spawn
+itself), the life of the ``stamp`` child after the spawn returns, and one SQLite
 transaction shaped like a busy lane's "finish one job, start the next". Medians of N tries.
 """
 
@@ -119,11 +121,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         exe = stamp.argv[0]
         idle = spawn_costs(exe, args.n, 0)
-        busy = spawn_costs(exe, args.n, 300)
         rows: list[tuple[str, Callable[[], float]]] = [
             ("create an empty file (a job's log)", lambda: file_create_us(work)),
             ("posix_spawn() call, from a bare loop", lambda: idle[0]),
-            ("posix_spawn() call, after 300 us of Python work", lambda: busy[0]),
+        ]
+        for work_us in (300, 1000, 3000):
+            rows.append(
+                (
+                    f"posix_spawn() call, after {work_us} us of Python work",
+                    lambda w=work_us: spawn_costs(exe, min(args.n, 1000), w)[0],
+                )
+            )
+        rows += [
             ("stamp child: spawn returned -> reaped (bare loop)", lambda: idle[1]),
             ("SQLite: finish a job + start the next, one commit", lambda: handoff(work, args.n)),
         ]

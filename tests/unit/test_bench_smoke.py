@@ -70,5 +70,5 @@ def test_probes_run_and_report_each_cost(capsys: pytest.CaptureFixture[str]) -> 
 
     assert probes.main(["-n", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 7
     assert all(float(line.split()[0]) > 0 and " us  " in line for line in lines)
