@@ -29,6 +29,7 @@ from typing import Any
 
 from bench import backlog, big_output, burst, idle, latency, long_queue
 from bench.common import SPOOLQ, BenchResult, Context, build_stamp, file_create_us, format_table
+from bench.probes import spawn_costs
 
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (latency, burst, backlog, idle, big_output, long_queue)
@@ -118,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(workdir, build_stamp(workdir), args.quick, args.runs, args.size)
         print(f"stamp command: {ctx.stamp.kind} ({' '.join(ctx.stamp.argv)})", file=sys.stderr)
+        if ctx.stamp.kind != "python":
+            # What starting a process costs here, and how much more after a millisecond of
+            # work (on a VM, the wake-up of a halted CPU): absolute figures of two machines
+            # compare only beside these (docs/performance.md, "What bounds each figure").
+            warm, busy = (spawn_costs(ctx.stamp.argv[0], 200, w)[0] for w in (0, 1000))
+            info["spawn_call_us"] = {
+                "back_to_back": round(warm, 1),
+                "after_1ms_work": round(busy, 1),
+            }
+            print(
+                f"posix_spawn call: {warm:.0f} us back to back, {busy:.0f} us after 1 ms of work",
+                file=sys.stderr,
+            )
         for name in names:
             mod = MODULES[name]
             create = file_create_us(workdir)
