@@ -4,6 +4,12 @@ Each verb is one transaction. ``claim_next`` locks the lane's row (``FOR UPDATE`
 claims in one lane are serialized across all hosts and the lane limit holds; the queued job
 is taken with ``FOR UPDATE SKIP LOCKED``. Control commands wake daemons with
 ``NOTIFY spoolq``. psycopg is imported lazily: ``pip install 'spoolq[postgres]'``.
+
+Transactions run in pipeline mode: ``BEGIN``, the statements a verb does not wait for
+(``Tx.run``, ``Tx.send``) and ``COMMIT`` travel with the next statement that waits, so a
+busy lane's hand-off (finish one job, start the next) costs 4 round trips instead of 8, and
+a batch of claimed triggers one instead of one per trigger. Across a network, round trips
+are most of a verb's time.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from spoolq.errors import ConfigError, StoreError, StoreUnavailable
 from spoolq.store import queries
-from spoolq.store.sqlbase import Row, SqlStore, Tx
+from spoolq.store.sqlbase import Pending, Row, SqlStore, Tx
 
 if TYPE_CHECKING:
     import psycopg
@@ -32,17 +38,49 @@ def _psycopg() -> Any:
 
 
 class _PgTx:
-    def __init__(self, cur: psycopg.Cursor[Any], q: dict[str, str]) -> None:
-        self._cur, self._q = cur, q
+    """Statements of one transaction. With a pipeline, ``run`` and ``send`` only queue
+    theirs; ``one`` and ``all`` send everything queued with their own and wait for all the
+    answers. Without one (the migrations), every statement waits."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        q: dict[str, str],
+        pipeline: psycopg.Pipeline | None,
+    ) -> None:
+        self._conn, self._cur, self._q, self._pipeline = conn, cur, q, pipeline
+
+    def _wait(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.sync()
 
     def one(self, query: str, /, **params: Any) -> Row | None:
         self._cur.execute(self._q[query], params)
+        self._wait()
         row: Row | None = self._cur.fetchone() if self._cur.description else None
         return row
 
     def all(self, query: str, /, **params: Any) -> list[Row]:
         self._cur.execute(self._q[query], params)
+        self._wait()
         return self._cur.fetchall() if self._cur.description else []
+
+    def run(self, query: str, /, **params: Any) -> None:
+        self._cur.execute(self._q[query], params)
+
+    def send(self, query: str, /, **params: Any) -> Pending:
+        cur = self._conn.cursor()  # a cursor of its own keeps this statement's answer
+        cur.execute(self._q[query], params)
+
+        def row() -> Row | None:
+            try:
+                found: Row | None = cur.fetchone()  # in a pipeline: flushes, then waits
+                return found
+            finally:
+                cur.close()
+
+        return row
 
 
 class PostgresStore(SqlStore):
@@ -67,7 +105,7 @@ class PostgresStore(SqlStore):
         except self._pg.OperationalError as exc:
             raise StoreUnavailable(f"cannot connect to {self._redacted()}: {exc}") from exc
         with self._translate(), self._conn.transaction(), self._conn.cursor() as cur:
-            tx = _PgTx(cur, self._q)
+            tx = _PgTx(self._conn, cur, self._q, None)
             tx.one("migration_lock")
             tx.one("migrations_table")
             row = tx.one("schema_version")
@@ -91,8 +129,21 @@ class PostgresStore(SqlStore):
     def _begin(self) -> Iterator[Tx]:
         if self._broken or self._conn.closed:
             self.reopen()
-        with self._translate(), self._conn.transaction(), self._conn.cursor() as cur:
-            yield _PgTx(cur, self._q)
+        # BEGIN and COMMIT are statements of the pipeline, not conn.transaction() (which
+        # waits at both ends): BEGIN travels with the verb's first statements, COMMIT with
+        # its last ones when the pipeline closes, and closing raises what went wrong in any.
+        with self._translate():
+            try:
+                with self._conn.pipeline() as pipeline, self._conn.cursor() as cur:
+                    cur.execute("BEGIN")
+                    yield _PgTx(self._conn, cur, self._q, pipeline)
+                    cur.execute("COMMIT")
+            except BaseException:
+                # An error, ours or a statement's (then the transaction is aborted and COMMIT
+                # was skipped): end it, so that the connection takes the next one.
+                with contextlib.suppress(self._pg.Error):
+                    self._conn.rollback()
+                raise
 
     def _read(self) -> contextlib.AbstractContextManager[Tx]:
         return self._tx()

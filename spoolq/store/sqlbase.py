@@ -3,6 +3,11 @@
 SQLite and PostgreSQL differ in how a transaction is opened and locked, in parameter
 style, and in a few queries (``sql/<dialect>.sql``); the logic of each verb - what is read,
 decided and written inside one transaction - lives here.
+
+A verb says which of its statements it needs an answer from at once (``one``, ``all``) and
+which not (``run``: no answer wanted; ``send``: the row is read later). PostgreSQL sends the
+latter together with the next statements, in one round trip (pipeline mode); SQLite, in
+process, runs every statement at once.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from spoolq.errors import JobNotFound, SpoolqError
@@ -27,13 +32,22 @@ from spoolq.jobs import (
 from spoolq.store.base import Store
 
 Row = Mapping[str, Any]
+Pending = Callable[[], Row | None]  # the row of a statement sent with Tx.send
 
 
 class Tx(Protocol):
-    """One open transaction: run a named query with bound parameters."""
+    """One open transaction: run a named query with bound parameters.
+
+    ``one`` and ``all`` return the query's rows (and wait for them). ``run`` is for a
+    statement whose result nobody reads, ``send`` for one whose single row is read later
+    by calling what it returns. A store may hold both back and send them with the next
+    statement that waits; they still run in order, and an error in one fails the
+    transaction, at the latest when it ends."""
 
     def one(self, query: str, /, **params: Any) -> Row | None: ...
     def all(self, query: str, /, **params: Any) -> list[Row]: ...
+    def run(self, query: str, /, **params: Any) -> None: ...
+    def send(self, query: str, /, **params: Any) -> Pending: ...
 
 
 class SqlStore(Store):
@@ -73,19 +87,21 @@ class SqlStore(Store):
 
     # -- intake ------------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], *, dedup_window: float, now: float) -> list[Job]:
-        out = []
+        sent: list[tuple[NewJob, Pending]] = []
         with self._tx() as tx:
             for lane in sorted({job.lane for job in jobs}):
-                tx.one("ensure_lane", name=lane)
+                tx.run("ensure_lane", name=lane)
             for job in jobs:
                 reason = job.reason
                 key = job.spec.idem_key if job.spec else None
                 if reason is None and key is not None:
-                    tx.one("lock_idem_key", key=key)
+                    tx.run("lock_idem_key", key=key)
+                    # (Waits for the inserts sent before it: a duplicate in this very batch
+                    # is found too.)
                     dup = tx.one("find_duplicate", key=key, since=now - dedup_window)
                     if dup is not None:
                         reason = f"duplicate: id {key!r} is already job {dup['id']}"
-                row = tx.one(
+                pending = tx.send(
                     "insert_job",
                     id=job.id,
                     state=(JobState.REJECTED if reason else JobState.QUEUED).value,
@@ -106,6 +122,10 @@ class SqlStore(Store):
                     created_at=job.created_at,
                     finished_at=now if reason else None,
                 )
+                sent.append((job, pending))
+            out = []
+            for job, pending in sent:  # a batch of inserts: one round trip
+                row = pending()
                 if row is None:
                     # Already recorded: a retried batch whose commit did reach the store, or
                     # a claim revived twice. The id is the trigger's; one job stays one job.
@@ -129,16 +149,19 @@ class SqlStore(Store):
     def set_lanes(self, concurrency: dict[str, int]) -> None:
         with self._tx() as tx:
             for name, n in sorted(concurrency.items()):
-                tx.one("set_lane_concurrency", name=name, concurrency=n)
+                tx.run("set_lane_concurrency", name=name, concurrency=n)
 
     def claim_batch(
         self, lane: str, owner: str, now: float, home: str | None = None, limit: int | None = None
     ) -> list[Job]:
         with self._tx() as tx:
-            slots = tx.one("lock_lane", lane=lane)
+            # Counted after the lane's lock is held (the statements run in this order), and
+            # both answers in one round trip.
+            locked = tx.send("lock_lane", lane=lane)
+            counted = tx.send("running_in_lane", lane=lane)
+            slots, running = locked(), counted()
             if slots is None or slots["paused"]:
                 return []
-            running = tx.one("running_in_lane", lane=lane)
             free = slots["concurrency"] - (running["n"] if running is not None else 0)
             if limit is not None:
                 free = min(free, limit)
@@ -147,17 +170,17 @@ class SqlStore(Store):
                 row = tx.one("start_next", lane=lane, now=now, home=home, owner=owner)
                 if row is None:
                     break
-                tx.one("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
+                tx.run("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
                 claimed.append(job_from_row(row))
             return claimed
 
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None:
         with self._tx() as tx:
-            tx.one("mark_started", id=job_id, pid=pid, pid_start=pid_start)
+            tx.run("mark_started", id=job_id, pid=pid, pid_start=pid_start)
 
     @staticmethod
     def _close_attempt(tx: Tx, job: Job, result: AttemptResult | None, now: float) -> None:
-        tx.one(
+        tx.run(
             "close_attempt",
             job_id=job.id,
             n=job.attempts,
@@ -260,7 +283,7 @@ class SqlStore(Store):
     # -- daemons -----------------------------------------------------------------------------
     def register_daemon(self, info: DaemonInfo) -> None:
         with self._tx() as tx:
-            tx.one(
+            tx.run(
                 "register_daemon",
                 id=info.id,
                 host=info.host,
@@ -276,7 +299,7 @@ class SqlStore(Store):
 
     def unregister_daemon(self, daemon_id: str) -> None:
         with self._tx() as tx:
-            tx.one("unregister_daemon", id=daemon_id)
+            tx.run("unregister_daemon", id=daemon_id)
 
     def daemons(self) -> list[DaemonInfo]:
         with self._read() as tx:
@@ -338,7 +361,7 @@ class SqlStore(Store):
 
     def set_paused(self, lane: str, paused: bool) -> None:
         with self._tx() as tx:
-            tx.one("set_lane_paused", name=lane, paused=paused)
+            tx.run("set_lane_paused", name=lane, paused=paused)
 
     def lane_status(self) -> list[LaneStatus]:
         with self._read() as tx:

@@ -20,7 +20,7 @@ from typing import Any
 
 from spoolq.errors import StoreError, StoreUnavailable
 from spoolq.store import queries
-from spoolq.store.sqlbase import Row, SqlStore, Tx
+from spoolq.store.sqlbase import Pending, Row, SqlStore, Tx
 
 BUSY_TIMEOUT_MS = 10_000
 _TRANSIENT = ("locked", "busy", "readonly", "disk", "full", "unable")
@@ -40,6 +40,14 @@ class _SqliteTx:
 
     def all(self, query: str, /, **params: Any) -> list[Row]:
         return self._db.execute(self._q[query], params).fetchall()
+
+    # In process there is no round trip to save: every statement runs at once.
+    def run(self, query: str, /, **params: Any) -> None:
+        self.one(query, **params)
+
+    def send(self, query: str, /, **params: Any) -> Pending:
+        row = self.one(query, **params)
+        return lambda: row
 
 
 class SqliteStore(SqlStore):

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from spoolq.claims import new_job_id
-from spoolq.errors import JobNotFound, SpoolqError
+from spoolq.errors import JobNotFound, SpoolqError, StoreError
 from spoolq.jobs import AttemptResult, DaemonInfo, Job, JobSpec, JobState, NewJob
 from spoolq.store import Listener, Store, open_store, queries
+from spoolq.store.sqlbase import SqlStore
 from spoolq.store.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -1089,6 +1090,26 @@ def test_atomic_rolls_back_every_verb_on_error(kit: StoreKit) -> None:
         store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
         raise RuntimeError("crash between the verbs")
     assert other.get(running.id).state is JobState.RUNNING
+
+
+def test_a_failing_statement_fails_its_whole_transaction_and_the_store_goes_on(
+    kit: StoreKit,
+) -> None:
+    """PostgreSQL sends a statement nobody waits for only with the next one, or with the
+    commit: its error must still fail the transaction, undo what came before it, and leave
+    the connection ready for the next transaction."""
+    store, other = kit.open(), kit.open()
+    store.set_lanes({"default": 1})
+    running = run_to(store, JobState.RUNNING)
+    assert isinstance(store, SqlStore)
+    with pytest.raises(StoreError), store.atomic():
+        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+        with store._tx() as tx:  # its attempt row exists: a second one breaks the key
+            tx.run("insert_attempt", job_id=running.id, n=running.attempts, now=T0, owner="x")
+    assert other.get(running.id).state is JobState.RUNNING
+    assert store.get(running.id).state is JobState.RUNNING
+    store.finish(running, OK, JobState.SUCCEEDED, T0 + 2)
+    assert other.get(running.id).state is JobState.SUCCEEDED
 
 
 def test_enqueue_of_an_id_already_recorded_keeps_one_job(store: Store) -> None:
