@@ -183,9 +183,15 @@ class Daemon:
     manager). ``stop`` drains, then escalates; always called from a ``finally``."""
 
     def __init__(
-        self, root: Path, spool: Path, lanes: dict[str, int] | None = None, *extra: str
+        self,
+        root: Path,
+        spool: Path,
+        lanes: dict[str, int] | None = None,
+        *extra: str,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.env = {**clean_env(), **(env or {})}  # e.g. SPOOLQ_STORE (bench.pg)
         self.spool = spool
         self.state = spool / ".spoolq"
         self.db = self.state / "spoolq.db"
@@ -211,7 +217,7 @@ class Daemon:
                 stdout=log,
                 stderr=log,
                 cwd=self.root,
-                env=clean_env(),
+                env=self.env,
                 start_new_session=True,
             )
 

@@ -1,5 +1,5 @@
-"""The benchmark suite imports and formats its results (no timing: benchmarks never run in
-the test suite)."""
+"""The benchmark suite imports and formats its results; the probes and the PostgreSQL bench
+still run, at tiny sizes. No timing is judged: benchmarks never run in the test suite."""
 
 from __future__ import annotations
 
@@ -72,3 +72,27 @@ def test_probes_run_and_report_each_cost(capsys: pytest.CaptureFixture[str]) -> 
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 7
     assert all(float(line.split()[0]) > 0 and " us  " in line for line in lines)
+
+
+@pytest.mark.postgres
+def test_the_postgresql_bench_runs_directly_and_through_the_delay_relay(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m bench.pg`` (the PostgreSQL numbers in docs/performance.md) still runs,
+    relay included: tiny sizes, values not judged."""
+    psycopg = pytest.importorskip("psycopg")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the bench needs the compiled stamp")
+    from bench import pg
+
+    try:
+        psycopg.connect(pg.DEFAULT_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {pg.DEFAULT_URL}: {exc}")
+    assert pg.main(["--url", pg.DEFAULT_URL, "--size", "20", "--delay-ms", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    labels = [line.split("  ")[1] for line in (ln.strip() for ln in lines)]
+    for link in ("localhost", "+0.2 ms each way"):
+        for key in ("enqueue_64_ms", "handoff_ms", "burst_c1_jobs_per_s", "burst_c2_jobs_per_s"):
+            assert f"{link}: {key}" in labels
+    assert all(float(line.split()[0]) > 0 for line in lines)
