@@ -43,7 +43,7 @@ class _SqliteTx:
 
     # In process there is no round trip to save: every statement runs at once.
     def run(self, query: str, /, **params: Any) -> None:
-        self.one(query, **params)
+        self._db.execute(self._q[query], params).close()
 
     def send(self, query: str, /, **params: Any) -> Pending:
         row = self.one(query, **params)
