@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,12 @@ def _psycopg() -> Any:
         raise ConfigError(
             "store = 'postgresql://...' needs psycopg: pip install 'spoolq[postgres]'"
         ) from None
+    # psycopg logs a warning of its own when a pipeline closes after an error ("error
+    # ignored terminating Pipeline"); the error itself is raised and reaches the event log
+    # as store_unavailable. Without a handler Python would print it raw on stderr.
+    log = logging.getLogger("psycopg")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
     return psycopg
 
 
@@ -143,7 +150,21 @@ class PostgresStore(SqlStore):
                 # was skipped): end it, so that the connection takes the next one.
                 with contextlib.suppress(self._pg.Error):
                     self._conn.rollback()
+                if not self._idle():
+                    # The rollback did not get through, or an interrupt inside psycopg left
+                    # libpq in pipeline mode: a later COMMIT on this connection would commit
+                    # what this transaction left behind. Connect afresh before the next verb.
+                    self._broken = True
                 raise
+
+    def _idle(self) -> bool:
+        """Outside any transaction and pipeline, ready for the next one."""
+        conn = self._conn
+        return (
+            not conn.closed
+            and not conn.pgconn.pipeline_status
+            and conn.info.transaction_status == self._pg.pq.TransactionStatus.IDLE
+        )
 
     def _read(self) -> contextlib.AbstractContextManager[Tx]:
         return self._tx()

@@ -1112,6 +1112,35 @@ def test_a_failing_statement_fails_its_whole_transaction_and_the_store_goes_on(
     assert other.get(running.id).state is JobState.SUCCEEDED
 
 
+@pytest.mark.postgres
+def test_postgresql_what_a_failed_rollback_left_open_is_never_committed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If ending a failed transaction does not get through (a lost rollback; an interrupt
+    inside psycopg's pipeline code), the next verb must not run on that connection: its
+    COMMIT would commit the failed verb's writes too."""
+    psycopg = pytest.importorskip("psycopg")
+    kit = StoreKit("postgresql", tmp_path)
+    try:
+        store, other = kit.open(), kit.open()
+        store.set_lanes({"default": 1})
+        running = run_to(store, JobState.RUNNING)
+
+        def lost(self: object) -> None:
+            raise psycopg.OperationalError("the rollback did not get through")
+
+        monkeypatch.setattr(psycopg.Connection, "rollback", lost)
+        with pytest.raises(RuntimeError), store.atomic():
+            store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+            raise RuntimeError("the daemon is interrupted between two verbs")
+        monkeypatch.undo()
+        store.set_paused("default", True)  # the next verb, with a commit of its own
+        assert other.get(running.id).state is JobState.RUNNING
+        assert other.lane_status()[0].paused
+    finally:
+        kit.close()
+
+
 def test_enqueue_of_an_id_already_recorded_keeps_one_job(store: Store) -> None:
     """A batch retried after a commit whose answer was lost must not fail or double."""
     job = new_job()
