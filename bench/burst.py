@@ -11,10 +11,14 @@ Concurrency 1, 2 and 4 each get a fresh daemon and an empty store.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from bench.common import (
     STAMP_WIDTH,
@@ -23,6 +27,7 @@ from bench.common import (
     Daemon,
     Figure,
     Publisher,
+    Stamp,
     StoreReader,
     hwm_mb,
     medians,
@@ -48,37 +53,65 @@ def bare_loop(ctx: Context, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class Started:
+    """A burst whose jobs have all started: the daemon (still running), where the jobs'
+    stamps are, and CLOCK_REALTIME (ns) before the first and after the last rename."""
+
+    daemon: Daemon
+    stamps: Path
+    t0: int
+    t_published: int
+
+
+@contextlib.contextmanager
+def started_burst(
+    stamp: Stamp, root: Path, n: int, concurrency: int, env: dict[str, str] | None = None
+) -> Iterator[Started]:
+    """n triggers renamed at once into the spool of a fresh daemon under ``root`` (one lane
+    of ``concurrency``; ``env`` e.g. picks its store), once every job has stamped its start.
+    The daemon is stopped when the block ends."""
+    spool = root / "spool"
+    spool.mkdir()
+    stamps = root / "stamps"
+    pub = Publisher(spool)
+    data = trigger_text(stamp.cmd(stamps))
+    pairs = [pub.prepare(data) for _ in range(n)]
+    with Daemon(root, spool, {"default": concurrency}, env=env) as daemon:
+        daemon.wait_ready()
+        time.sleep(0.5)
+        t0 = time.time_ns()
+        for pair in pairs:
+            os.rename(*pair)
+        t_published = time.time_ns()
+        want = n * STAMP_WIDTH
+
+        def started() -> bool:
+            try:
+                return os.stat(stamps).st_size >= want
+            except FileNotFoundError:
+                return False
+
+        wait_for(started, timeout(n), f"{n} jobs to start")
+        yield Started(daemon, stamps, t0, t_published)
+
+
+def timeout(n: int) -> float:
+    return 60 + n / 20  # generous: 20 jobs/s on a loaded machine
+
+
 def one_burst(ctx: Context, n: int, concurrency: int) -> dict[str, float]:
-    with scratch(ctx.workdir, f"{NAME}-c{concurrency}") as root:
-        spool = root / "spool"
-        spool.mkdir()
-        stamps = root / "stamps"
-        pub = Publisher(spool)
-        data = trigger_text(ctx.stamp.cmd(stamps))
-        pairs = [pub.prepare(data) for _ in range(n)]
-        with Daemon(root, spool, {"default": concurrency}) as daemon:
-            daemon.wait_ready()
-            time.sleep(0.5)
-            t0 = time.time_ns()
-            for pair in pairs:
-                os.rename(*pair)
-            t_published = time.time_ns()
-            timeout = 60 + n / 20  # generous: 20 jobs/s on a loaded machine
-            want = n * STAMP_WIDTH
-
-            def started() -> bool:
-                try:
-                    return os.stat(stamps).st_size >= want
-                except FileNotFoundError:
-                    return False
-
-            wait_for(started, timeout, f"{n} jobs to start")
-            with StoreReader(daemon.db) as db:
-                wait_for(lambda: db.count("succeeded") >= n, timeout, f"{n} jobs to finish")
-                last_finish = float(db.one("SELECT max(finished_at) FROM jobs"))
-                other = n - db.count("succeeded")
-            rss = hwm_mb(daemon.pid)
-        starts = read_stamps(stamps)
+    with (
+        scratch(ctx.workdir, f"{NAME}-c{concurrency}") as root,
+        started_burst(ctx.stamp, root, n, concurrency) as burst,
+    ):
+        with StoreReader(burst.daemon.db) as db:
+            wait_for(lambda: db.count("succeeded") >= n, timeout(n), f"{n} jobs to finish")
+            last_finish = float(db.one("SELECT max(finished_at) FROM jobs"))
+            other = n - db.count("succeeded")
+        rss = hwm_mb(burst.daemon.pid)
+        starts = read_stamps(burst.stamps)
+    t0, t_published = burst.t0, burst.t_published
     if other:
         raise RuntimeError(f"{other} of {n} jobs did not succeed")
     ordered = sorted(starts)

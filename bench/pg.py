@@ -31,17 +31,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.burst import started_burst
 from bench.common import (
-    STAMP_WIDTH,
-    Daemon,
-    Publisher,
     Stamp,
     build_stamp,
     progress,
     read_stamps,
     scratch,
-    trigger_text,
-    wait_for,
 )
 from spoolq.claims import new_job_id
 from spoolq.jobs import AttemptResult, JobSpec, JobState, NewJob
@@ -143,27 +139,12 @@ def verbs(url: str, handoffs: int) -> dict[str, float]:
 
 def burst(url: str, stamp: Stamp, work: Path, n: int, concurrency: int) -> float:
     """jobs/s from the first rename to the last job's start."""
-    with schema(url) as store_url, scratch(work, f"pg-burst-c{concurrency}") as root:
-        spool = root / "spool"
-        spool.mkdir()
-        stamps = root / "stamps"
-        pub = Publisher(spool)
-        pairs = [pub.prepare(trigger_text(stamp.cmd(stamps))) for _ in range(n)]
-        env = {"SPOOLQ_STORE": store_url}
-        with Daemon(root, spool, {"default": concurrency}, env=env) as daemon:
-            daemon.wait_ready()
-            time.sleep(0.5)
-            t0 = time.time_ns()
-            for pair in pairs:
-                os.rename(*pair)
-
-            def started() -> bool:
-                with contextlib.suppress(FileNotFoundError):
-                    return os.stat(stamps).st_size >= n * STAMP_WIDTH
-                return False
-
-            wait_for(started, 60 + n / 5, f"{n} jobs to start")
-        return n / ((max(read_stamps(stamps)) - t0) / 1e9)
+    with (
+        schema(url) as store_url,
+        scratch(work, f"pg-burst-c{concurrency}") as root,
+        started_burst(stamp, root, n, concurrency, env={"SPOOLQ_STORE": store_url}) as done,
+    ):
+        return n / ((max(read_stamps(done.stamps)) - done.t0) / 1e9)
 
 
 def main(argv: list[str] | None = None) -> int:
