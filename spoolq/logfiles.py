@@ -81,8 +81,15 @@ class LogPool:
         """The log at ``path`` opened for appending: a pooled file linked into place, an
         existing log (a retry: link() refuses to replace it), or - if the pool is empty - a
         new file."""
-        if len(self._ready) <= self.size // 2 and not self._wanted.is_set():
-            self._wanted.set()  # refill in halves: one wake-up of the thread per few jobs
+        try:
+            return self._link_spare(path)
+        finally:
+            # After the spare's old name is in _spent, so that the wake-up removes it too
+            # (woken before, the thread could drain _spent just ahead of it and sleep).
+            if len(self._ready) < self.size // 2 and not self._wanted.is_set():
+                self._wanted.set()  # refill in halves: one wake-up of the thread per few jobs
+
+    def _link_spare(self, path: str) -> int:
         while self._ready:
             spare, fd = self._ready.popleft()
             try:
