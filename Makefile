@@ -24,10 +24,13 @@ test: .venv/.synced
 
 # BENCH_ARGS: e.g. --quick, --only latency, --runs 5 (see docs/performance.md).
 # inotifywait (Debian's inotify-tools) is the latency floor; without it that ratio is n/a.
+# SQLite's header (libsqlite3-dev) builds the durable chain in C; without it that line is n/a.
 BENCH_ARGS ?=
 bench: .venv/.synced
 	@command -v inotifywait >/dev/null 2>&1 || apt-get install -y inotify-tools \
 		|| echo "warning: inotify-tools not installed; the latency floor will be missing" >&2
+	@test -e /usr/include/sqlite3.h || apt-get install -y libsqlite3-dev \
+		|| echo "warning: libsqlite3-dev not installed; no durable chain in C" >&2
 	$(UV) run --locked python -m bench $(BENCH_ARGS)
 
 clean:

@@ -5,7 +5,9 @@ Measured from the first rename to the last job *started* (its own stamp) and to 
 job *finished* (``finished_at`` in the store, i.e. durable state included); also the
 longest pause between two consecutive starts. Beside it, in
 the same run: a bare Python loop that runs the same command N times with
-``subprocess.run`` — the ceiling for one serial lane with no bookkeeping at all.
+``subprocess.run`` — the ceiling for one serial lane with no bookkeeping at all — and
+the durable chain (bench/durable.py): the same command run by a loop that also keeps each
+job's state in SQLite and writes its log, in Python and, when it compiles, in C.
 Concurrency 1, 2 and 4 each get a fresh daemon and an empty store.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import durable
 from bench.common import (
     STAMP_WIDTH,
     BenchResult,
@@ -51,6 +54,20 @@ def bare_loop(ctx: Context, n: int) -> float:
         for _ in range(n):
             subprocess.run(cmd, check=True)
         return n / (time.perf_counter() - t0)
+
+
+def durable_chains(ctx: Context, n: int) -> dict[str, float]:
+    """jobs/s of the durable chain in Python and in C (NaN if it does not compile)."""
+    if "durable_chain" not in ctx.cache:
+        ctx.cache["durable_chain"] = durable.build_c_chain(ctx.workdir)
+    exe = ctx.cache["durable_chain"]
+    with scratch(ctx.workdir, "chain-py") as root:
+        row = {"chain_py_jobs_per_s": durable.python_chain(ctx.stamp, root, n)}
+    row["chain_c_jobs_per_s"] = float("nan")
+    if exe:
+        with scratch(ctx.workdir, "chain-c") as root:
+            row["chain_c_jobs_per_s"] = durable.c_chain(exe, ctx.stamp, root, n)
+    return row
 
 
 @dataclass(frozen=True)
@@ -139,15 +156,22 @@ def run(ctx: Context) -> BenchResult:
         row: dict[str, float] = {}
         progress(f"burst run {r + 1}/{runs}: bare subprocess loop x {n}")
         row["loop_jobs_per_s"] = bare_loop(ctx, n)
+        progress(f"burst run {r + 1}/{runs}: durable chain x {n}")
+        row.update(durable_chains(ctx, n))
         for c in CONCURRENCY:
             progress(f"burst run {r + 1}/{runs}: {n} triggers, concurrency {c}")
             for key, value in one_burst(ctx, n, c).items():
                 row[f"c{c}_{key}"] = value
         row["ratio_c1_vs_loop"] = row["c1_jobs_per_s_started"] / row["loop_jobs_per_s"]
         row["ratio_c1_finished_vs_loop"] = row["c1_jobs_per_s_finished"] / row["loop_jobs_per_s"]
+        row["ratio_chain_py_vs_loop"] = row["chain_py_jobs_per_s"] / row["loop_jobs_per_s"]
+        row["ratio_chain_c_vs_loop"] = row["chain_c_jobs_per_s"] / row["loop_jobs_per_s"]
+        row["ratio_c1_vs_chain_py"] = row["c1_jobs_per_s_started"] / row["chain_py_jobs_per_s"]
         row["ratio_c2_vs_c1"] = row["c2_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
         row["ratio_c4_vs_c1"] = row["c4_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
         res.runs.append(row)
+    if ctx.cache.get("durable_chain") is None:
+        res.notes.append("no C compiler or no SQLite header (libsqlite3-dev): no C chain")
     m = medians(res.runs)
     g = m.get
     res.figures = [
@@ -166,6 +190,11 @@ def run(ctx: Context) -> BenchResult:
             "ratio c=1 / loop (started)", g("ratio_c1_vs_loop"), "x", ">=", 0.7, 2, target=">= 0.7x"
         ),
         Figure("ratio c=1 / loop (finished)", g("ratio_c1_finished_vs_loop"), "x", "", None, 2),
+        Figure("durable chain, Python", g("chain_py_jobs_per_s"), "jobs/s", "", None, 0),
+        Figure("ratio durable chain Python / loop", g("ratio_chain_py_vs_loop"), "x", "", None, 2),
+        Figure("durable chain, C", g("chain_c_jobs_per_s"), "jobs/s", "", None, 0),
+        Figure("ratio durable chain C / loop", g("ratio_chain_c_vs_loop"), "x", "", None, 2),
+        Figure("ratio c=1 / durable chain Python", g("ratio_c1_vs_chain_py"), "x", "", None, 2),
         Figure("c=2 to last start", g("c2_jobs_per_s_started"), "jobs/s", "", None, 0),
         Figure.goal("ratio c=2 / c=1", g("ratio_c2_vs_c1"), "x", ">=", 1.6, 2, target=">= 1.6x"),
         Figure("c=4 to last start", g("c4_jobs_per_s_started"), "jobs/s", "", None, 0),

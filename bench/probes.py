@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -22,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import durable
 from bench.common import build_stamp, file_create_us
-from spoolq.store import queries
 
 
 def _median_us(samples: list[int]) -> float:
@@ -57,53 +56,15 @@ def spawn_costs(exe: str, n: int, python_work_us: int) -> tuple[float, float]:
 
 
 def handoff(directory: Path, n: int) -> float:
-    """One write transaction as a busy lane commits it: close an attempt, finish a job,
-    lock the lane, count its running jobs, start the next job, open its attempt."""
-    db = sqlite3.connect(directory / "probe.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    for _, script in queries.migrations("sqlite"):  # the store's schema as it is now
-        db.executescript(script)
-    db.execute("INSERT INTO lanes (name, concurrency) VALUES ('l', 1)")
-    spec = json.dumps({"steps": [["/bin/true"]]})
-    db.execute("BEGIN")
-    for i in range(n + 1):
-        db.execute(
-            "INSERT INTO jobs (id, state, lane, trigger, claimed_path, log, spec, created_at)"
-            " VALUES (?, 'queued', 'l', ?, ?, ?, ?, ?)",
-            (f"J{i:025d}", f"/spool/t{i}", f"/state/claimed/t{i}", f"/state/logs/{i}", spec, i),
-        )
-    db.execute("COMMIT")
-    db.execute("UPDATE jobs SET state = 'running', attempts = 1 WHERE seq = 1")
-    db.execute(
-        "INSERT INTO attempts (job_id, n, started_at) VALUES ('J' || printf('%025d', 0), 1, 0)"
-    )
+    """One write transaction as a busy lane commits it (bench/durable.py's HANDOFF): close
+    an attempt, finish a job, read the lane, count its running jobs, start the next job,
+    open its attempt."""
+    db = durable.queued_db(directory / "probe.db", n + 1)
+    prev = durable.handoff(db, None)
     times = []
-    for i in range(n):
+    for _ in range(n):
         t0 = time.perf_counter_ns()
-        db.execute("BEGIN IMMEDIATE")
-        prev = f"J{i:025d}"
-        db.execute(
-            "UPDATE attempts SET finished_at = ?, exit_code = 0, wall_s = 0.001 "
-            "WHERE job_id = ? AND n = 1",
-            (time.time(), prev),
-        )
-        db.execute(
-            "UPDATE jobs SET state = 'succeeded', finished_at = ?, owner = NULL WHERE id = ?",
-            (time.time(), prev),
-        )
-        db.execute("SELECT concurrency, paused FROM lanes WHERE name = 'l'").fetchone()
-        db.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND lane = 'l'").fetchone()
-        row = db.execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
-            "WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' "
-            "AND lane = 'l' ORDER BY priority DESC, seq LIMIT 1) RETURNING id",
-            (time.time(),),
-        ).fetchone()
-        db.execute(
-            "INSERT INTO attempts (job_id, n, started_at) VALUES (?, 1, ?)", (row[0], time.time())
-        )
-        db.execute("COMMIT")
+        prev = durable.handoff(db, prev)
         times.append(time.perf_counter_ns() - t0)
     db.close()
     return _median_us(times)

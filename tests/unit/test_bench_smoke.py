@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,35 @@ def test_the_postgresql_bench_runs_directly_and_through_the_delay_relay(
         for key in ("enqueue_64_ms", "handoff_ms", "burst_c1_jobs_per_s", "burst_c2_jobs_per_s"):
             assert f"{link}: {key}" in labels
     assert all(float(line.split()[0]) > 0 for line in lines)
+
+
+@pytest.mark.parametrize("language", ["python", "c"])
+def test_the_durable_chain_keeps_each_jobs_state_and_log(tmp_path: Path, language: str) -> None:
+    """The burst's durable floor does the work it stands for: every job recorded as it
+    ends and the next one started in the store, a log with its header, a real run."""
+    from bench import durable
+    from bench.common import build_stamp, read_stamps
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the chain runs the compiled stamp")
+    stamp = build_stamp(tmp_path)
+    root = tmp_path / "chain"
+    root.mkdir()
+    if language == "c":
+        exe = durable.build_c_chain(tmp_path)
+        if exe is None:
+            pytest.skip("the C chain needs SQLite's header (libsqlite3-dev)")
+        rate = durable.c_chain(exe, stamp, root, 5)
+    else:
+        rate = durable.python_chain(stamp, root, 5)
+    assert rate > 0
+    assert len(read_stamps(root / "stamps")) == 5
+    db = sqlite3.connect(root / "chain.db")
+    states = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    ended = db.execute("SELECT count(*) FROM attempts WHERE finished_at IS NOT NULL").fetchone()
+    db.close()
+    assert states == {"succeeded": 4, "running": 1}  # the last one's outcome is never recorded
+    assert ended == (4,)
+    logs = sorted((root / "logs").iterdir())
+    assert len(logs) == 5
+    assert all(log.read_bytes() == durable.HEADER for log in logs)
