@@ -155,24 +155,14 @@ class SqlStore(Store):
         self, lane: str, owner: str, now: float, home: str | None = None, limit: int | None = None
     ) -> list[Job]:
         with self._tx() as tx:
-            # Counted after the lane's lock is held (the statements run in this order), and
-            # both answers in one round trip.
-            locked = tx.send("lock_lane", lane=lane)
-            counted = tx.send("running_in_lane", lane=lane)
-            slots, running = locked(), counted()
-            if slots is None or slots["paused"]:
-                return []
-            free = slots["concurrency"] - (running["n"] if running is not None else 0)
-            if limit is not None:
-                free = min(free, limit)
-            claimed: list[Job] = []
-            for _ in range(max(0, free)):
-                row = tx.one("start_next", lane=lane, now=now, home=home, owner=owner)
-                if row is None:
-                    break
+            # The lock first, then one statement that counts the free slots and fills them
+            # (PostgreSQL: both in one round trip; the attempts go with the commit).
+            tx.run("lock_lane", lane=lane)
+            rows = tx.all("start_batch", lane=lane, now=now, home=home, owner=owner, limit=limit)
+            rows.sort(key=lambda row: (-row["priority"], row["seq"]))  # RETURNING has no order
+            for row in rows:
                 tx.run("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
-                claimed.append(job_from_row(row))
-            return claimed
+            return [job_from_row(row) for row in rows]
 
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None:
         with self._tx() as tx:

@@ -988,7 +988,7 @@ def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> N
 # these walking the whole jobs table costs ~30 ms a heartbeat: 0.3 % of a core at idle,
 # three times the idle target (issue 5), which is how `running_jobs` was caught.
 DAEMON_QUERIES = (
-    "insert_job", "find_duplicate", "lock_lane", "running_in_lane", "start_next",
+    "insert_job", "find_duplicate", "lock_lane", "start_batch",
     "insert_attempt", "mark_started", "close_attempt", "finish_job", "requeue_job",
     "running_jobs", "running_jobs_of", "cancel_requests", "next_due", "lanes_with_work",
     "heartbeat", "get_job", "known_ids",

@@ -33,23 +33,27 @@ INSERT INTO spoolq_lanes (name, paused) VALUES (%(name)s, %(paused)s)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
 
 -- name: lock_lane
+-- Serializes the lane's claims across hosts: the next statement (start_batch) takes its
+-- snapshot once this lock is held, so it counts every job another host started.
 SELECT concurrency, paused FROM spoolq_lanes WHERE name = %(lane)s FOR UPDATE
 
--- name: running_in_lane
-SELECT count(*) AS n FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)s
-
--- name: start_next
--- The next job of the lane in claim order, started, in one statement. The lane row is
--- already locked (lock_lane); SKIP LOCKED keeps a stray row lock from stalling the claim.
+-- name: start_batch
+-- The lane's next jobs in claim order, as many as its free slots (and %(limit)s) allow,
+-- started in one statement; none if the lane is paused or unknown. SKIP LOCKED keeps a
+-- stray row lock from stalling the claim.
 UPDATE spoolq_jobs
 SET state = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
     pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = FALSE
-WHERE seq = (
+WHERE seq IN (
     SELECT seq FROM spoolq_jobs
     WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
       AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
     ORDER BY priority DESC, seq
-    LIMIT 1
+    LIMIT coalesce((
+        SELECT greatest(0, least(coalesce(%(limit)s::int, concurrency), concurrency - (
+            SELECT count(*) FROM spoolq_jobs WHERE state = 'running' AND lane = %(lane)s)))
+        FROM spoolq_lanes WHERE name = %(lane)s AND NOT paused
+    ), 0)
     FOR UPDATE SKIP LOCKED
 )
 RETURNING *

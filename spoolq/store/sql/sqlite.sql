@@ -35,21 +35,23 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
 -- (the write lock of BEGIN IMMEDIATE is already held)
 SELECT concurrency, paused FROM lanes WHERE name = :lane
 
--- name: running_in_lane
-SELECT count(*) AS n FROM jobs WHERE state = 'running' AND lane = :lane
-
--- name: start_next
--- The next job of the lane in claim order, started: one statement, found by the claim
--- index (a subquery, so INDEXED BY holds).
+-- name: start_batch
+-- The lane's next jobs in claim order, as many as its free slots (and :limit) allow, started
+-- in one statement; none if the lane is paused or unknown. Found by the claim index (a
+-- subquery, so INDEXED BY holds). A negative LIMIT would mean no limit: hence max(0, ...).
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
     pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = 0
-WHERE seq = (
+WHERE seq IN (
     SELECT seq FROM jobs INDEXED BY jobs_queue
     WHERE state = 'queued' AND lane = :lane AND not_before <= :now
       AND (:home IS NULL OR home = :home OR home = '')
     ORDER BY priority DESC, seq
-    LIMIT 1
+    LIMIT coalesce((
+        SELECT max(0, min(coalesce(:limit, concurrency), concurrency - (
+            SELECT count(*) FROM jobs WHERE state = 'running' AND lane = :lane)))
+        FROM lanes WHERE name = :lane AND NOT paused
+    ), 0)
 )
 RETURNING *
 
