@@ -6,7 +6,8 @@ PostgreSQL server at URL (default ``$SPOOLQ_BENCH_POSTGRES``, else
 schema of its own, dropped afterwards:
 
 - the store's verbs alone: recording a batch of 64 claimed triggers (``enqueue``) and a busy
-  lane's hand-off (``finish`` one job, ``claim_batch`` the next, one transaction), medians;
+  lane's hand-off (``finish_deferred`` one job, ``claim_batch`` the next, one transaction),
+  medians;
 - ``spoolq run`` with N triggers renamed into its spool at once, one lane at concurrency 1,
   then 2: jobs/s from the first rename to the last job's start (its own stamp);
 
@@ -125,9 +126,10 @@ def verbs(url: str, handoffs: int) -> dict[str, float]:
             times = []
             for _ in range(handoffs):
                 t0 = time.perf_counter()
-                with store.atomic():
-                    store.finish(current, OK, JobState.SUCCEEDED, time.time())
+                with store.atomic():  # as the daemon hands off
+                    ended = store.finish_deferred(current, OK, JobState.SUCCEEDED, time.time())
                     (current,) = store.claim_batch("default", "bench", time.time())
+                ended()
                 times.append(time.perf_counter() - t0)
         finally:
             store.close()

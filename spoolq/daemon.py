@@ -518,8 +518,8 @@ class Daemon:
         try:
             self._launch_all(claimed)
         finally:
-            for rj, new in done:
-                self._after_outcome(rj, new)
+            for rj, ended in done:
+                self._after_outcome(rj, ended())
             if self._peers:
                 # Slots freed: peers may start their queued jobs (one wake-up per batch).
                 self.store.notify(exclude=self.id)
@@ -698,16 +698,19 @@ class Daemon:
         self._poll.unregister(pidfd)
         self._exits.unregister(pidfd)
 
-    def _commit_outcome(self, rj: RunningJob) -> Job:
+    def _commit_outcome(self, rj: RunningJob) -> Callable[[], Job]:
+        """Record how the job ended (inside the caller's transaction); the job as stored, to
+        be read once that transaction is over."""
         result = rj.result
         assert result is not None
         job = rj.job
         now = self.clock()
+        self._dirty.add(job.lane)
         if result.ok:
-            new = self.store.finish(job, result, JobState.SUCCEEDED, now)
-        elif rj.stop_reason == "cancelled" or rj.cancelled:
-            new = self.store.finish(job, result, JobState.CANCELLED, now)
-        elif rj.stop_reason == "shutdown":
+            return self.store.finish_deferred(job, result, JobState.SUCCEEDED, now)
+        if rj.stop_reason == "cancelled" or rj.cancelled:
+            return self.store.finish_deferred(job, result, JobState.CANCELLED, now)
+        if rj.stop_reason == "shutdown":
             requeued = self.store.requeue_interrupted([job.id], now)
             new = requeued[0] if requeued else self.store.get(job.id)
         elif job.failures < job.retries:
@@ -715,9 +718,8 @@ class Daemon:
             new = self.store.schedule_retry(job, result, now + delay, now)
             self._due_at = min(self._due_at or new.not_before, new.not_before)
         else:
-            new = self.store.finish(job, result, JobState.FAILED, now)
-        self._dirty.add(job.lane)
-        return new
+            return self.store.finish_deferred(job, result, JobState.FAILED, now)
+        return lambda: new
 
     def _after_outcome(self, rj: RunningJob, new: Job) -> None:
         job, result = rj.job, rj.result

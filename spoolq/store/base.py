@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from spoolq.jobs import (
@@ -88,9 +88,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...
 
-    @abc.abstractmethod
     def finish(self, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
         """End the running attempt; ``state`` is succeeded, failed or cancelled."""
+        return self.finish_deferred(job, result, state, now)()
+
+    @abc.abstractmethod
+    def finish_deferred(
+        self, job: Job, result: AttemptResult, state: JobState, now: float
+    ) -> Callable[[], Job]:
+        """``finish``, with the finished job read when the returned function is called. Called
+        after the transaction (``atomic()``), it costs no round trip of its own: a store that
+        sends statements together sends this one with the next statement that waits."""
 
     @abc.abstractmethod
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:

@@ -7,7 +7,7 @@ is taken with ``FOR UPDATE SKIP LOCKED``. Control commands wake daemons with
 
 Transactions run in pipeline mode: ``BEGIN``, the statements a verb does not wait for
 (``Tx.run``, ``Tx.send``) and ``COMMIT`` travel with the next statement that waits, so a
-busy lane's hand-off (finish one job, start the next) costs 3 round trips instead of 8, and
+busy lane's hand-off (finish one job, start the next) costs 2 round trips instead of 8, and
 a batch of claimed triggers one instead of one per trigger. Across a network, round trips
 are most of a verb's time.
 """

@@ -182,10 +182,12 @@ class SqlStore(Store):
             max_rss_kb=result.max_rss_kb if result else None,
         )
 
-    def finish(self, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
+    def finish_deferred(
+        self, job: Job, result: AttemptResult, state: JobState, now: float
+    ) -> Callable[[], Job]:
         with self._tx() as tx:
             self._close_attempt(tx, job, result, now)
-            row = tx.one(
+            finished = tx.send(
                 "finish_job",
                 id=job.id,
                 state=state.value,
@@ -194,7 +196,13 @@ class SqlStore(Store):
                 now=now,
                 failed=int(state is JobState.FAILED),
             )
-        return job_from_row(row, job.spec) if row is not None else self.get(job.id)
+
+        def read() -> Job:
+            row = finished()
+            # No row: the job was no longer running (a peer re-queued it): as it is now.
+            return job_from_row(row, job.spec) if row is not None else self.get(job.id)
+
+        return read
 
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
         with self._tx() as tx:

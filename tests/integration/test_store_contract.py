@@ -463,6 +463,32 @@ def test_finish_ends_the_job_and_records_the_attempt(
     assert store.claim_next("default", "d1", T0 + 10) is None
 
 
+def test_a_hand_off_reads_the_finished_job_after_its_transaction(store: Store) -> None:
+    """The daemon's hand-off: finish one job and fill its slot in one transaction, and read
+    the finished job only afterwards (on PostgreSQL, no round trip of its own)."""
+    store.set_lanes({"db": 1})
+    running = run_to(store, JobState.RUNNING, lane="db")
+    waiting = enqueue1(store, T0 + 1, lane="db")
+    with store.atomic():
+        read = store.finish_deferred(running, OK, JobState.SUCCEEDED, T0 + 5)
+        started = store.claim_batch("db", "d1", T0 + 5)
+    assert [j.id for j in started] == [waiting.id]  # the slot it freed, same transaction
+    done = read()
+    assert (done.id, done.state, done.finished_at, done.owner) == (
+        running.id, JobState.SUCCEEDED, T0 + 5, None
+    )  # fmt: skip
+    assert store.get(running.id) == done
+
+
+def test_finishing_a_job_a_peer_requeued_leaves_it_as_the_peer_left_it(store: Store) -> None:
+    """A stalled daemon's job was re-queued by another; the late outcome must not end it."""
+    running = run_to(store, JobState.RUNNING)
+    (requeued,) = store.requeue_interrupted([running.id], T0 + 5)
+    assert requeued.state is JobState.QUEUED
+    late = store.finish(running, OK, JobState.SUCCEEDED, T0 + 6)
+    assert late.state is JobState.QUEUED and late == store.get(running.id)
+
+
 def test_schedule_retry_counts_the_failure_and_queues_the_job_for_later(store: Store) -> None:
     running = run_to(store, JobState.RUNNING, retries=2)
     again = store.schedule_retry(running, EXIT3, not_before=T0 + 30, now=T0 + 2)
