@@ -518,11 +518,19 @@ class Daemon:
         try:
             self._launch_all(claimed)
         finally:
+            unread: StoreUnavailable | None = None
             for rj, ended in done:
-                self._after_outcome(rj, ended())
+                try:
+                    job = ended()  # reads the store again only if a peer re-queued it
+                except StoreUnavailable as exc:
+                    unread = unread or exc  # the outcome is committed; tidy up the others
+                    continue
+                self._after_outcome(rj, job)
             if self._peers:
                 # Slots freed: peers may start their queued jobs (one wake-up per batch).
                 self.store.notify(exclude=self.id)
+            if unread is not None:
+                raise unread
 
     def _timers(self) -> None:
         mono = self.mono()

@@ -96,9 +96,11 @@ class Store(abc.ABC):
     def finish_deferred(
         self, job: Job, result: AttemptResult, state: JobState, now: float
     ) -> Callable[[], Job]:
-        """``finish``, with the finished job read when the returned function is called. Called
-        after the transaction (``atomic()``), it costs no round trip of its own: a store that
-        sends statements together sends this one with the next statement that waits."""
+        """``finish``, with the finished job read when the returned function is first called
+        (later calls return the same job). Called once the transaction (``atomic()``) has
+        committed, it costs no round trip of its own: a store that sends statements together
+        sends this one with the next statement that waits. After a rolled-back transaction
+        its answer means nothing."""
 
     @abc.abstractmethod
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from spoolq.errors import JobNotFound, SpoolqError
+from spoolq.errors import JobNotFound, SpoolqError, StoreError
 from spoolq.jobs import (
     Attempt,
     AttemptResult,
@@ -157,8 +157,12 @@ class SqlStore(Store):
         with self._tx() as tx:
             # The lock first, then one statement that counts the free slots and fills them
             # (PostgreSQL: both in one round trip; the attempts go with the commit).
-            tx.run("lock_lane", lane=lane)
+            locked = tx.send("lock_lane", lane=lane)
             rows = tx.all("start_batch", lane=lane, now=now, home=home, owner=owner, limit=limit)
+            if rows and locked() is None:
+                # The lane was created (by another connection) between the two statements:
+                # its lock was not held while counting. Roll back; the next claim is exact.
+                raise StoreError(f"lane {lane!r} was created while being claimed; claim again")
             rows.sort(key=lambda row: (-row["priority"], row["seq"]))  # RETURNING has no order
             for row in rows:
                 tx.run("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
@@ -197,12 +201,16 @@ class SqlStore(Store):
                 failed=int(state is JobState.FAILED),
             )
 
-        def read() -> Job:
-            row = finished()
-            # No row: the job was no longer running (a peer re-queued it): as it is now.
-            return job_from_row(row, job.spec) if row is not None else self.get(job.id)
+        read: list[Job] = []
 
-        return read
+        def stored() -> Job:
+            if not read:
+                row = finished()
+                # No row: the job was no longer running (a peer re-queued it): as it is now.
+                read.append(job_from_row(row, job.spec) if row is not None else self.get(job.id))
+            return read[0]
+
+        return stored
 
     def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
         with self._tx() as tx:

@@ -8,6 +8,7 @@ answers there. SQLite-only details (migrations, the file itself) come last.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -385,6 +386,61 @@ def test_claim_batch_respects_limit_pause_and_not_before(store: Store) -> None:
     assert store.claim_batch("nowhere", "d1", T0) == []
 
 
+@pytest.mark.postgres
+def test_a_claim_starts_no_more_than_the_limit_whatever_plan_the_server_picks(
+    tmp_path: Path,
+) -> None:
+    """With hash joins, sorts and materializing off, PostgreSQL plans a claim as a nested
+    loop; a subquery it may run once per row must not let one claim reach past the limit."""
+    kit = StoreKit("postgresql", tmp_path)
+    try:
+        setup = kit.open()
+        setup.set_lanes({"db": 1})
+        setup.enqueue([new_job(lane="db") for _ in range(6)], dedup_window=WINDOW, now=T0)
+        off = ("hashjoin", "mergejoin", "material", "hashagg", "sort")
+        kit.url += "".join(f"%20-cenable_{name}%3Doff" for name in off)
+        assert len(kit.open().claim_batch("db", "d1", T0 + 1)) == 1
+        assert len(setup.running_jobs()) == 1
+    finally:
+        kit.close()
+
+
+def test_a_claim_whose_lane_appeared_after_its_lock_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a lane row committed between the lock (which found nothing, so held
+    nothing) and the count could let two claims fill one slot. The claim sees that its lock
+    found no lane yet jobs were started, and rolls back. The race itself cannot be timed
+    from outside, so the lock's answer is made "no lane" here, on a real store."""
+    store = SqliteStore(tmp_path / "spoolq.db")
+    try:
+        store.set_lanes({"db": 1})
+        (job,) = store.enqueue([new_job(lane="db")], dedup_window=WINDOW, now=T0)
+        begin = store._begin
+
+        @contextlib.contextmanager
+        def lock_finds_nothing() -> Iterator[object]:
+            with begin() as tx:
+                real_send = tx.send
+
+                def send(query: str, /, **params: object) -> Callable[[], None]:
+                    real_send(query, **params)
+                    return lambda: None
+
+                monkeypatch.setattr(tx, "send", send)
+                yield tx
+
+        monkeypatch.setattr(store, "_begin", lock_finds_nothing)
+        with pytest.raises(StoreError, match="created while being claimed"):
+            store.claim_batch("db", "d1", T0 + 1)
+        monkeypatch.undo()
+        assert store.get(job.id).state is JobState.QUEUED  # nothing of the claim was kept
+        assert store.attempts(job.id) == []
+        assert [j.id for j in store.claim_batch("db", "d1", T0 + 2)] == [job.id]
+    finally:
+        store.close()
+
+
 def test_a_home_claims_only_its_own_jobs_but_shares_the_lane_limit(store: Store) -> None:
     """Daemons on different hosts share lanes; each runs only the triggers it claimed."""
     store.set_lanes({"db": 2})
@@ -478,6 +534,7 @@ def test_a_hand_off_reads_the_finished_job_after_its_transaction(store: Store) -
         running.id, JobState.SUCCEEDED, T0 + 5, None
     )  # fmt: skip
     assert store.get(running.id) == done
+    assert read() == done  # read once, kept
 
 
 def test_finishing_a_job_a_peer_requeued_leaves_it_as_the_peer_left_it(store: Store) -> None:

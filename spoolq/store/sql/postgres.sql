@@ -40,11 +40,13 @@ SELECT concurrency, paused FROM spoolq_lanes WHERE name = %(lane)s FOR UPDATE
 -- name: start_batch
 -- The lane's next jobs in claim order, as many as its free slots (and %(limit)s) allow,
 -- started in one statement; none if the lane is paused or unknown. SKIP LOCKED keeps a
--- stray row lock from stalling the claim.
+-- stray row lock from stalling the claim. ARRAY(...) is computed once: as an IN (...) a
+-- nested-loop plan could run the subquery again per row, each run skipping the rows this
+-- UPDATE already changed, and start more jobs than the limit.
 UPDATE spoolq_jobs
 SET state = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
     pid = NULL, pid_start = NULL, exit_code = NULL, reason = NULL, cancel_requested = FALSE
-WHERE seq IN (
+WHERE seq = ANY(ARRAY(
     SELECT seq FROM spoolq_jobs
     WHERE state = 'queued' AND lane = %(lane)s AND not_before <= %(now)s
       AND (%(home)s::text IS NULL OR home = %(home)s OR home = '')
@@ -55,7 +57,7 @@ WHERE seq IN (
         FROM spoolq_lanes WHERE name = %(lane)s AND NOT paused
     ), 0)
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING *
 
 -- name: insert_attempt
