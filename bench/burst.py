@@ -57,16 +57,19 @@ def bare_loop(ctx: Context, n: int) -> float:
 
 
 def durable_chains(ctx: Context, n: int) -> dict[str, float]:
-    """jobs/s of the durable chain in Python and in C (NaN if it does not compile)."""
+    """jobs/s of the durable chain in Python, and in C at concurrency 1 and 2 (NaN if it
+    does not compile)."""
     if "durable_chain" not in ctx.cache:
         ctx.cache["durable_chain"] = durable.build_c_chain(ctx.workdir)
     exe = ctx.cache["durable_chain"]
     with scratch(ctx.workdir, "chain-py") as root:
         row = {"chain_py_jobs_per_s": durable.python_chain(ctx.stamp, root, n)}
-    row["chain_c_jobs_per_s"] = float("nan")
-    if exe:
-        with scratch(ctx.workdir, "chain-c") as root:
-            row["chain_c_jobs_per_s"] = durable.c_chain(exe, ctx.stamp, root, n)
+    for c in (1, 2):
+        key = "chain_c_jobs_per_s" if c == 1 else f"chain_c{c}_jobs_per_s"
+        row[key] = float("nan")
+        if exe:
+            with scratch(ctx.workdir, f"chain-c-{c}") as root:
+                row[key] = durable.c_chain(exe, ctx.stamp, root, n, c)
     return row
 
 
@@ -167,6 +170,7 @@ def run(ctx: Context) -> BenchResult:
         row["ratio_chain_py_vs_loop"] = row["chain_py_jobs_per_s"] / row["loop_jobs_per_s"]
         row["ratio_chain_c_vs_loop"] = row["chain_c_jobs_per_s"] / row["loop_jobs_per_s"]
         row["ratio_c1_vs_chain_py"] = row["c1_jobs_per_s_started"] / row["chain_py_jobs_per_s"]
+        row["ratio_chain_c2_vs_c1"] = row["chain_c2_jobs_per_s"] / row["chain_c_jobs_per_s"]
         row["ratio_c2_vs_c1"] = row["c2_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
         row["ratio_c4_vs_c1"] = row["c4_jobs_per_s_started"] / row["c1_jobs_per_s_started"]
         res.runs.append(row)
@@ -195,6 +199,8 @@ def run(ctx: Context) -> BenchResult:
         Figure("durable chain, C", g("chain_c_jobs_per_s"), "jobs/s", "", None, 0),
         Figure("ratio durable chain C / loop", g("ratio_chain_c_vs_loop"), "x", "", None, 2),
         Figure("ratio c=1 / durable chain Python", g("ratio_c1_vs_chain_py"), "x", "", None, 2),
+        Figure("durable chain, C, c=2", g("chain_c2_jobs_per_s"), "jobs/s", "", None, 0),
+        Figure("ratio durable chain C c=2 / c=1", g("ratio_chain_c2_vs_c1"), "x", "", None, 2),
         Figure("c=2 to last start", g("c2_jobs_per_s_started"), "jobs/s", "", None, 0),
         Figure.goal("ratio c=2 / c=1", g("ratio_c2_vs_c1"), "x", ">=", 1.6, 2, target=">= 1.6x"),
         Figure("c=4 to last start", g("c4_jobs_per_s_started"), "jobs/s", "", None, 0),

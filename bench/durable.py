@@ -6,7 +6,8 @@ own schema, WAL with ``synchronous = NORMAL`` as spoolq runs it), the next job's
 with a header line, ``posix_spawn`` with the log as stdout and stderr, ``waitpid``.
 Compared with the bare ``subprocess.run`` loop in the same run, it shows what durability
 costs on this machine before any daemon work; the same chain compiled from C (when a
-compiler and SQLite's header are here) shows what a compiled hot path could reach.
+compiler and SQLite's header are here) shows what a compiled hot path could reach, at
+concurrency 1 and, keeping two jobs running, at 2.
 
 Both chains run the statements of ``HANDOFF``: parameters ``:now`` (a float time),
 ``:prev`` (the last job's id), and a statement that returns a row sets the next id.
@@ -44,15 +45,15 @@ HEADER = b"# spoolq job log\n"
 C_SOURCE = Path(__file__).with_name("durable_chain.c")
 
 
-def queued_db(path: Path, n: int) -> sqlite3.Connection:
-    """A store (the current schema) with one lane ``l`` of concurrency 1 and ``n`` queued
+def queued_db(path: Path, n: int, concurrency: int = 1) -> sqlite3.Connection:
+    """A store (the current schema) with one lane ``l`` of ``concurrency`` and ``n`` queued
     jobs; autocommit connection, WAL, ``synchronous = NORMAL``."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     for _, script in queries.migrations("sqlite"):
         db.executescript(script)
-    db.execute("INSERT INTO lanes (name, concurrency) VALUES ('l', 1)")
+    db.execute("INSERT INTO lanes (name, concurrency) VALUES ('l', ?)", (concurrency,))
     spec = json.dumps({"steps": [["/bin/true"]]})
     db.execute("BEGIN")
     db.executemany(
@@ -118,13 +119,13 @@ def build_c_chain(workdir: Path) -> Path | None:
     return exe if res.returncode == 0 else None
 
 
-def c_chain(exe: Path, stamp: Stamp, root: Path, n: int) -> float:
-    """jobs/s of the same chain compiled (``build_c_chain``)."""
-    queued_db(root / "chain.db", n).close()
+def c_chain(exe: Path, stamp: Stamp, root: Path, n: int, concurrency: int = 1) -> float:
+    """jobs/s of the same chain compiled (``build_c_chain``), ``concurrency`` jobs at once."""
+    queued_db(root / "chain.db", n, concurrency).close()
     logs = root / "logs"
     logs.mkdir()
-    argv = [str(exe), str(root / "chain.db"), str(logs), str(n), str(NEXT_ID), HEADER.decode()]
-    argv += HANDOFF
+    argv = [str(exe), str(root / "chain.db"), str(logs), str(n), str(concurrency), str(NEXT_ID)]
+    argv += [HEADER.decode(), *HANDOFF]
     out = subprocess.run(
         [*argv, "--", *stamp.cmd(root / "stamps")], capture_output=True, text=True, check=True
     )

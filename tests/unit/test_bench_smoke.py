@@ -100,8 +100,10 @@ def test_the_postgresql_bench_runs_directly_and_through_the_delay_relay(
     assert all(float(line.split()[0]) > 0 for line in lines)
 
 
-@pytest.mark.parametrize("language", ["python", "c"])
-def test_the_durable_chain_keeps_each_jobs_state_and_log(tmp_path: Path, language: str) -> None:
+@pytest.mark.parametrize(("language", "concurrency"), [("python", 1), ("c", 1), ("c", 2)])
+def test_the_durable_chain_keeps_each_jobs_state_and_log(
+    tmp_path: Path, language: str, concurrency: int
+) -> None:
     """The burst's durable floor does the work it stands for: every job recorded as it
     ends and the next one started in the store, a log with its header, a real run."""
     from bench import durable
@@ -116,7 +118,7 @@ def test_the_durable_chain_keeps_each_jobs_state_and_log(tmp_path: Path, languag
         exe = durable.build_c_chain(tmp_path)
         if exe is None:
             pytest.skip("the C chain needs SQLite's header (libsqlite3-dev)")
-        rate = durable.c_chain(exe, stamp, root, 5)
+        rate = durable.c_chain(exe, stamp, root, 5, concurrency)
     else:
         rate = durable.python_chain(stamp, root, 5)
     assert rate > 0
@@ -125,8 +127,9 @@ def test_the_durable_chain_keeps_each_jobs_state_and_log(tmp_path: Path, languag
     states = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
     ended = db.execute("SELECT count(*) FROM attempts WHERE finished_at IS NOT NULL").fetchone()
     db.close()
-    assert states == {"succeeded": 4, "running": 1}  # the last one's outcome is never recorded
-    assert ended == (4,)
+    # The outcomes of the last job of each slot are never recorded: no job starts after them.
+    assert states == {"succeeded": 5 - concurrency, "running": concurrency}
+    assert ended == (5 - concurrency,)
     logs = sorted((root / "logs").iterdir())
     assert len(logs) == 5
     assert all(log.read_bytes() == durable.HEADER for log in logs)
