@@ -60,7 +60,7 @@ def durable_chains(ctx: Context, n: int) -> dict[str, float]:
     """jobs/s of the durable chain in Python, and in C at concurrency 1 and 2 (NaN if it
     does not compile)."""
     if "durable_chain" not in ctx.cache:
-        ctx.cache["durable_chain"] = durable.build_c_chain(ctx.workdir)
+        ctx.cache["durable_chain"] = durable.build_c(ctx.workdir)
     exe = ctx.cache["durable_chain"]
     with scratch(ctx.workdir, "chain-py") as root:
         row = {"chain_py_jobs_per_s": durable.python_chain(ctx.stamp, root, n)}

@@ -11,6 +11,11 @@ concurrency 1 and, keeping two jobs running, at 2.
 
 Both chains run the statements of ``HANDOFF``: parameters ``:now`` (a float time),
 ``:prev`` (the last job's id), and a statement that returns a row sets the next id.
+
+The durable watch (``durable_watch.c``) is the latency benchmark's counterpart: a compiled
+inotify watcher that claims each trigger (rename into ``claimed/``, read), records and
+starts its job in one transaction (``ARRIVAL``), creates its log and spawns it: what a
+durable queue must do between a trigger's arrival and its job's start.
 """
 
 from __future__ import annotations
@@ -40,9 +45,19 @@ HANDOFF = (
     "COMMIT",
 )
 NEXT_ID = 5  # the statement of HANDOFF whose row is the next job's id
+ARRIVAL = (
+    "BEGIN IMMEDIATE",
+    "INSERT INTO jobs (id, state, lane, trigger, claimed_path, log, spec, created_at)"
+    " VALUES (:id, 'queued', 'l', :trigger, :claimed, :log, :spec, :now)",
+    "SELECT concurrency, paused FROM lanes WHERE name = 'l'",
+    "SELECT count(*) FROM jobs WHERE state = 'running' AND lane = 'l'",
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now WHERE id = :id",
+    "INSERT INTO attempts (job_id, n, started_at) VALUES (:id, 1, :now)",
+    "COMMIT",
+)
 HEADER = b"# spoolq job log\n"
 
-C_SOURCE = Path(__file__).with_name("durable_chain.c")
+HERE = Path(__file__).parent
 
 
 def queued_db(path: Path, n: int, concurrency: int = 1) -> sqlite3.Connection:
@@ -106,21 +121,22 @@ def python_chain(stamp: Stamp, root: Path, n: int) -> float:
         db.close()
 
 
-def build_c_chain(workdir: Path) -> Path | None:
-    """Compile durable_chain.c against the system's SQLite; None if no compiler or no
+def build_c(workdir: Path, name: str = "durable_chain") -> Path | None:
+    """Compile ``bench/<name>.c`` against the system's SQLite; None if no compiler or no
     header/library (Debian: libsqlite3-dev)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    exe = workdir / "durable_chain"
+    exe = workdir / name
+    source = HERE / f"{name}.c"
     res = subprocess.run(
-        [cc, "-O2", "-o", str(exe), str(C_SOURCE), "-lsqlite3"], capture_output=True, check=False
+        [cc, "-O2", "-o", str(exe), str(source), "-lsqlite3"], capture_output=True, check=False
     )
     return exe if res.returncode == 0 else None
 
 
 def c_chain(exe: Path, stamp: Stamp, root: Path, n: int, concurrency: int = 1) -> float:
-    """jobs/s of the same chain compiled (``build_c_chain``), ``concurrency`` jobs at once."""
+    """jobs/s of the same chain compiled (``build_c``), ``concurrency`` jobs at once."""
     queued_db(root / "chain.db", n, concurrency).close()
     logs = root / "logs"
     logs.mkdir()
@@ -130,3 +146,11 @@ def c_chain(exe: Path, stamp: Stamp, root: Path, n: int, concurrency: int = 1) -
         [*argv, "--", *stamp.cmd(root / "stamps")], capture_output=True, text=True, check=True
     )
     return float(out.stdout)
+
+
+def watch_argv(exe: Path, spool: Path, state: Path, cmd: list[str]) -> list[str]:
+    """The durable watch's command line; makes ``state`` (store, claimed/, logs/)."""
+    for sub in ("claimed", "logs"):
+        (state / sub).mkdir(parents=True)
+    queued_db(state / "chain.db", 0).close()
+    return [str(exe), str(spool), str(state), HEADER.decode(), *ARRIVAL, "--", *cmd]

@@ -7,7 +7,9 @@ latency of a daemon that is waiting, not of one that is busy).
 
 The floor, in the same run and interleaved trigger by trigger: ``inotifywait -m -e
 moved_to DIR | while read f; do stamp FIFO; done`` (inotify-tools), which does the least a
-watcher can do: read the event, fork, exec. Nothing durable.
+watcher can do: read the event, fork, exec. Nothing durable. Beside them, when it compiles,
+the durable watch (bench/durable.py): a compiled watcher that claims, records and logs each
+trigger before starting its job, the least a durable queue can do.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from bench import durable
 from bench.common import (
     BenchResult,
     Context,
@@ -42,25 +46,30 @@ GAP_S = 0.02  # after each start: let the previous job finish before the next pu
 TIMEOUT_S = 60.0  # longer than a rescan interval: a lost event still ends, slowly
 
 
-class InotifyLoop:
-    """The shell loop users would write instead of spoolq."""
+class Watcher:
+    """A floor's watcher process in its own session; ready once ``ready`` is on its
+    stderr; stopped by escalation."""
 
-    def __init__(self, root: Path, directory: Path, cmd: list[str]) -> None:
-        self.root = root
+    def __init__(self, argv: list[str], err: Path, ready: bytes) -> None:
+        self.argv, self.err, self.ready = argv, err, ready
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def inotify_loop(cls, root: Path, directory: Path, cmd: list[str]) -> Watcher:
+        """The shell loop users would write instead of spoolq."""
         exe = shutil.which("inotifywait")
         if exe is None:
             raise FileNotFoundError("inotifywait (apt-get install inotify-tools)")
-        self.script = (
+        script = (
             f"{shlex.quote(exe)} -m -e moved_to --format %f {shlex.quote(str(directory))} "
             f"| while read -r f; do {shlex.join(cmd)}; done"
         )
-        self.err = root / "inotifywait.err"
-        self.proc: subprocess.Popen[bytes] | None = None
+        return cls(["/bin/sh", "-c", script], root / "inotifywait.err", b"Watches established")
 
     def start(self) -> None:
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", self.script],
+                self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -69,7 +78,7 @@ class InotifyLoop:
             )
 
     def wait_ready(self) -> None:
-        wait_for(lambda: b"Watches established" in self.err.read_bytes(), 10, "inotifywait", 0.01)
+        wait_for(lambda: self.ready in self.err.read_bytes(), 10, self.argv[0], 0.01)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -95,49 +104,85 @@ def _summary(prefix: str, samples: list[float]) -> dict[str, float]:
     }
 
 
-def one_run(ctx: Context, n: int, with_floor: bool) -> dict[str, object]:
+Floor = tuple[str, Path, Watcher, StampFifo]  # name, its directory, its watcher, its stamps
+
+
+def _floor(
+    root: Path, ctx: Context, name: str, make: Callable[[Path, list[str]], Watcher]
+) -> Floor:
+    directory = root / name
+    directory.mkdir()
+    stamps = StampFifo(root / f"{name}.fifo")
+    return name, directory, make(directory, ctx.stamp.cmd(stamps.path)), stamps
+
+
+def one_run(ctx: Context, n: int, with_floor: bool, watch: Path | None) -> dict[str, object]:
+    """Triggers one at a time into spoolq's spool and each floor's directory, in turn."""
     with scratch(ctx.workdir, NAME) as root:
-        spool, plain = root / "spool", root / "plain"
+        spool = root / "spool"
         spool.mkdir()
-        plain.mkdir()
-        fifo_a, fifo_b = StampFifo(root / "a.fifo"), StampFifo(root / "b.fifo")
+        fifo = StampFifo(root / "spoolq.fifo")
         daemon = Daemon(root, spool)
-        loop = InotifyLoop(root, plain, ctx.stamp.cmd(fifo_b.path)) if with_floor else None
+        floors: list[Floor] = []
+        if with_floor:
+            floors.append(
+                _floor(root, ctx, "inotifywait", lambda d, cmd: Watcher.inotify_loop(root, d, cmd))
+            )
+        if watch is not None:
+            state = root / "durable-state"
+            floors.append(
+                _floor(
+                    root,
+                    ctx,
+                    "durable_watch",
+                    lambda d, cmd: Watcher(
+                        durable.watch_argv(watch, d, state, cmd), root / "watch.err", b"ready"
+                    ),
+                )
+            )
         try:
             daemon.start()
-            if loop:
-                loop.start()
-                loop.wait_ready()
+            for _, _, watcher, _ in floors:
+                watcher.start()
+                watcher.wait_ready()
             daemon.wait_ready()
             time.sleep(0.5)  # past the start-up work
-            sides: list[tuple[Publisher, StampFifo, bytes, list[float]]] = [
-                (Publisher(spool), fifo_a, trigger_text(ctx.stamp.cmd(fifo_a.path)), []),
+            sides: list[tuple[str, Publisher, StampFifo, bytes, list[float]]] = [
+                ("spoolq", Publisher(spool), fifo, trigger_text(ctx.stamp.cmd(fifo.path)), []),
             ]
-            if loop:
-                sides.append((Publisher(plain), fifo_b, trigger_text(["unused"]), []))
+            sides += [
+                (name, Publisher(d), stamps, trigger_text(ctx.stamp.cmd(stamps.path)), [])
+                for name, d, _, stamps in floors
+            ]
             for i in range(n):
-                # Alternate which goes first so neither always follows the other.
-                for pub, fifo, data, samples in sides if i % 2 == 0 else sides[::-1]:
+                # Rotate which goes first so that none always follows another.
+                k = i % len(sides)
+                for _, pub, stamps, data, samples in sides[k:] + sides[:k]:
                     pair = pub.prepare(data)
                     t0 = pub.publish(pair)
-                    stamp = fifo.wait(TIMEOUT_S)
+                    stamp = stamps.wait(TIMEOUT_S)
                     if stamp is None:
                         raise TimeoutError(f"trigger {pair[1]} did not start in {TIMEOUT_S}s")
                     samples.append((stamp - t0) / 1e6)
                     time.sleep(GAP_S)
         finally:
-            if loop:
-                loop.stop()
+            for _, _, watcher, stamps in floors:
+                watcher.stop()
+                stamps.close()
             daemon.stop()
-            fifo_a.close()
-            fifo_b.close()
-    spoolq_ms: list[float] = sides[0][3]
-    floor_ms: list[float] = sides[1][3] if loop else []
-    row: dict[str, object] = {**_summary("spoolq", spoolq_ms)}
-    if floor_ms:
-        row.update(_summary("inotifywait", floor_ms))
-        row["ratio_p50"] = percentile(spoolq_ms, 50) / percentile(floor_ms, 50)
-    row["samples_ms"] = {"spoolq": spoolq_ms, "inotifywait": floor_ms}
+            fifo.close()
+    samples_ms = {name: samples for name, _, _, _, samples in sides}
+    row: dict[str, object] = {}
+    for name, samples in samples_ms.items():
+        row.update(_summary(name, samples))
+    p50 = {name: percentile(samples, 50) for name, samples in samples_ms.items()}
+    if "inotifywait" in p50:
+        row["ratio_p50"] = p50["spoolq"] / p50["inotifywait"]
+    if "durable_watch" in p50:
+        row["ratio_p50_vs_durable_watch"] = p50["spoolq"] / p50["durable_watch"]
+        if "inotifywait" in p50:
+            row["ratio_durable_watch_p50"] = p50["durable_watch"] / p50["inotifywait"]
+    row["samples_ms"] = samples_ms
     return row
 
 
@@ -148,9 +193,12 @@ def run(ctx: Context) -> BenchResult:
     res = BenchResult(NAME, TITLE, {"triggers_per_run": n, "runs": runs, "gap_s": GAP_S})
     if not with_floor:
         res.notes.append("inotifywait not installed: no floor, no ratio (make bench installs it)")
+    watch = durable.build_c(ctx.workdir, "durable_watch")
+    if watch is None:
+        res.notes.append("no C compiler or no SQLite header (libsqlite3-dev): no durable watch")
     for r in range(runs):
-        progress(f"latency run {r + 1}/{runs}: {n} triggers each for spoolq and inotifywait")
-        res.runs.append(one_run(ctx, n, with_floor))
+        progress(f"latency run {r + 1}/{runs}: {n} triggers each for spoolq and the floors")
+        res.runs.append(one_run(ctx, n, with_floor, watch))
     m = medians([{k: v for k, v in r.items() if isinstance(v, float)} for r in res.runs])
     g = m.get
     res.figures = [
@@ -163,5 +211,11 @@ def run(ctx: Context) -> BenchResult:
         Figure.goal(
             "p50 ratio spoolq/inotifywait", g("ratio_p50"), "x", "<=", 1.5, 2, target="<= 1.5x"
         ),
+        Figure("durable watch (C) p50", g("durable_watch_p50"), "ms", "", None, 2),
+        Figure("durable watch (C) p99", g("durable_watch_p99"), "ms", "", None, 2),
+        Figure(
+            "p50 ratio durable watch/inotifywait", g("ratio_durable_watch_p50"), "x", "", None, 2
+        ),
+        Figure("p50 ratio spoolq/durable watch", g("ratio_p50_vs_durable_watch"), "x", "", None, 2),
     ]
     return res

@@ -115,7 +115,7 @@ def test_the_durable_chain_keeps_each_jobs_state_and_log(
     root = tmp_path / "chain"
     root.mkdir()
     if language == "c":
-        exe = durable.build_c_chain(tmp_path)
+        exe = durable.build_c(tmp_path)
         if exe is None:
             pytest.skip("the C chain needs SQLite's header (libsqlite3-dev)")
         rate = durable.c_chain(exe, stamp, root, 5, concurrency)
@@ -133,3 +133,44 @@ def test_the_durable_chain_keeps_each_jobs_state_and_log(
     logs = sorted((root / "logs").iterdir())
     assert len(logs) == 5
     assert all(log.read_bytes() == durable.HEADER for log in logs)
+
+
+def test_the_durable_watch_claims_records_and_logs_a_trigger_before_its_job(
+    tmp_path: Path,
+) -> None:
+    """The latency benchmark's durable floor does the work it stands for: the trigger moved
+    into claimed/, its job recorded as started with the trigger's text, a log, a real run."""
+    from bench import durable
+    from bench.common import Publisher, StampFifo, build_stamp, trigger_text
+    from bench.latency import Watcher
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the watch is compiled")
+    exe = durable.build_c(tmp_path, "durable_watch")
+    if exe is None:
+        pytest.skip("the durable watch needs SQLite's header (libsqlite3-dev)")
+    stamp = build_stamp(tmp_path)
+    spool, state = tmp_path / "spool", tmp_path / "state"
+    spool.mkdir()
+    stamps = StampFifo(tmp_path / "stamps.fifo")
+    cmd = stamp.cmd(stamps.path)
+    watcher = Watcher(durable.watch_argv(exe, spool, state, cmd), tmp_path / "err", b"ready")
+    try:
+        watcher.start()
+        watcher.wait_ready()
+        text = trigger_text(cmd)
+        pub = Publisher(spool)
+        pub.publish(pub.prepare(text))
+        assert stamps.wait(30) is not None
+    finally:
+        watcher.stop()
+        stamps.close()
+    assert list(spool.iterdir()) == []
+    (claimed,) = (state / "claimed").iterdir()
+    db = sqlite3.connect(state / "chain.db")
+    rows = db.execute("SELECT state, claimed_path, spec, log FROM jobs").fetchall()
+    attempts = db.execute("SELECT count(*) FROM attempts").fetchone()
+    db.close()
+    assert rows == [("running", str(claimed), text.decode(), rows[0][3])]
+    assert attempts == (1,)
+    assert Path(rows[0][3]).read_bytes() == durable.HEADER
