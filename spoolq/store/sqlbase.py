@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from spoolq.errors import JobNotFound, SpoolqError, StoreError
+from spoolq.errors import JobNotFound, SpoolqError, StoreUnavailable
 from spoolq.jobs import (
     Attempt,
     AttemptResult,
@@ -161,8 +161,11 @@ class SqlStore(Store):
             rows = tx.all("start_batch", lane=lane, now=now, home=home, owner=owner, limit=limit)
             if rows and locked() is None:
                 # The lane was created (by another connection) between the two statements:
-                # its lock was not held while counting. Roll back; the next claim is exact.
-                raise StoreError(f"lane {lane!r} was created while being claimed; claim again")
+                # its lock was not held while counting. Roll back; the next claim is exact
+                # (transient, so the daemon would back off and retry).
+                raise StoreUnavailable(
+                    f"lane {lane!r} was created while being claimed; claim again"
+                )
             rows.sort(key=lambda row: (-row["priority"], row["seq"]))  # RETURNING has no order
             for row in rows:
                 tx.run("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from spoolq.claims import new_job_id
-from spoolq.errors import JobNotFound, SpoolqError, StoreError
+from spoolq.errors import JobNotFound, SpoolqError, StoreError, StoreUnavailable
 from spoolq.jobs import AttemptResult, DaemonInfo, Job, JobSpec, JobState, NewJob
 from spoolq.store import Listener, Store, open_store, queries
 from spoolq.store.sqlbase import SqlStore
@@ -431,7 +431,7 @@ def test_a_claim_whose_lane_appeared_after_its_lock_is_rolled_back(
                 yield tx
 
         monkeypatch.setattr(store, "_begin", lock_finds_nothing)
-        with pytest.raises(StoreError, match="created while being claimed"):
+        with pytest.raises(StoreUnavailable, match="created while being claimed"):
             store.claim_batch("db", "d1", T0 + 1)
         monkeypatch.undo()
         assert store.get(job.id).state is JobState.QUEUED  # nothing of the claim was kept
