@@ -8,18 +8,10 @@
  * the next job's id. Then LOGDIR/<id> is created with HEADER, COMMAND is started with
  * posix_spawn (stdin /dev/null, stdout and stderr the log, a new session), and the loop
  * waits for any job to end. Prints jobs/s, from the first start to the last one's end. */
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "durable.h" /* first: it defines _GNU_SOURCE */
+
 #include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
-
-extern char **environ;
 
 #define ID_MAX 128
 
@@ -39,16 +31,6 @@ static double clock_s(clockid_t which) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void die(sqlite3 *db, const char *what) {
-    fprintf(stderr, "durable_chain: %s: %s\n", what, db ? sqlite3_errmsg(db) : "");
-    exit(1);
-}
-
-static void bind_text(sqlite3_stmt *st, const char *name, const char *value) {
-    int i = sqlite3_bind_parameter_index(st, name);
-    if (i > 0) sqlite3_bind_text(st, i, value, -1, SQLITE_TRANSIENT);
-}
-
 /* One hand-off: record that `prev` ended (empty: nothing ended) and start the next job,
  * whose id goes to `next`; return its pid. */
 static pid_t start_next(struct chain *c, const char *prev, char next[ID_MAX]) {
@@ -58,8 +40,8 @@ static pid_t start_next(struct chain *c, const char *prev, char next[ID_MAX]) {
         sqlite3_stmt *st = c->sql[i];
         int at = sqlite3_bind_parameter_index(st, ":now");
         if (at > 0) sqlite3_bind_double(st, at, now);
-        bind_text(st, ":prev", prev[0] ? prev : NULL);
-        bind_text(st, ":next", next);
+        bind_text(st, ":prev", prev[0] ? prev : NULL, -1);
+        bind_text(st, ":next", next, -1);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) die(c->db, c->sql_text[i]);
         if (i == c->next_index) {
@@ -70,25 +52,7 @@ static pid_t start_next(struct chain *c, const char *prev, char next[ID_MAX]) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", c->logdir, next);
-    int log = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (log < 0 || write(log, c->header, strlen(c->header)) < 0) {
-        perror(path);
-        exit(1);
-    }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, c->null_fd, 0);
-    posix_spawn_file_actions_adddup2(&actions, log, 1);
-    posix_spawn_file_actions_adddup2(&actions, log, 2);
-    pid_t pid;
-    int err = posix_spawn(&pid, c->cmd[0], &actions, &c->attr, c->cmd, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(log);
-    if (err) {
-        fprintf(stderr, "durable_chain: %s: %s\n", c->cmd[0], strerror(err));
-        exit(1);
-    }
-    return pid;
+    return spawn_logged(c->cmd, &c->attr, c->null_fd, path, c->header);
 }
 
 int main(int argc, char **argv) {
@@ -110,13 +74,7 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    if (sqlite3_open(argv[1], &c.db) != SQLITE_OK) die(c.db, "open");
-    if (sqlite3_exec(c.db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", 0, 0, 0))
-        die(c.db, "pragma");
-    c.sql = calloc((size_t)c.nsql, sizeof *c.sql);
-    for (int i = 0; i < c.nsql; i++)
-        if (sqlite3_prepare_v2(c.db, c.sql_text[i], -1, &c.sql[i], 0) != SQLITE_OK)
-            die(c.db, c.sql_text[i]);
+    c.db = open_store(argv[1], c.sql_text, c.nsql, &c.sql);
     c.null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     posix_spawnattr_init(&c.attr);
     posix_spawnattr_setflags(&c.attr, POSIX_SPAWN_SETSID);

@@ -9,30 +9,12 @@
  * a new session). What a durable queue must do before a job starts, and nothing else:
  * children are reaped by the kernel (SIGCHLD ignored), their outcomes not recorded.
  * Prints "ready" on stderr once the watch is set. Stops on SIGTERM. */
-#define _GNU_SOURCE
-#include <fcntl.h>
+#include "durable.h" /* first: it defines _GNU_SOURCE */
+
 #include <signal.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
-
-extern char **environ;
-
-static void die(sqlite3 *db, const char *what) {
-    fprintf(stderr, "durable_watch: %s: %s\n", what, db ? sqlite3_errmsg(db) : "");
-    exit(1);
-}
-
-static void bind_text(sqlite3_stmt *st, const char *name, const char *value, int len) {
-    int i = sqlite3_bind_parameter_index(st, name);
-    if (i > 0) sqlite3_bind_text(st, i, value, len, SQLITE_TRANSIENT);
-}
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -53,14 +35,8 @@ int main(int argc, char **argv) {
 
     char path[4096];
     snprintf(path, sizeof path, "%s/chain.db", state);
-    sqlite3 *db;
-    if (sqlite3_open(path, &db) != SQLITE_OK) die(db, "open");
-    if (sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", 0, 0, 0))
-        die(db, "pragma");
-    sqlite3_stmt **sql = calloc((size_t)nsql, sizeof *sql);
-    for (int i = 0; i < nsql; i++)
-        if (sqlite3_prepare_v2(db, argv[first_sql + i], -1, &sql[i], 0) != SQLITE_OK)
-            die(db, argv[first_sql + i]);
+    sqlite3_stmt **sql;
+    sqlite3 *db = open_store(path, argv + first_sql, nsql, &sql);
 
     int spool_fd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     snprintf(path, sizeof path, "%s/claimed", state);
@@ -68,8 +44,7 @@ int main(int argc, char **argv) {
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int in = inotify_init1(IN_CLOEXEC);
     if (spool_fd < 0 || claimed_fd < 0 || in < 0 || inotify_add_watch(in, spool, IN_MOVED_TO) < 0) {
-        perror("durable_watch: set-up");
-        return 1;
+        die(NULL, "set-up");
     }
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
@@ -115,24 +90,7 @@ int main(int argc, char **argv) {
                 if (rc != SQLITE_ROW && rc != SQLITE_DONE) die(db, argv[first_sql + i]);
                 sqlite3_reset(s);
             }
-            int out = open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-            if (out < 0 || write(out, header, strlen(header)) < 0) {
-                perror(log);
-                return 1;
-            }
-            posix_spawn_file_actions_t actions;
-            posix_spawn_file_actions_init(&actions);
-            posix_spawn_file_actions_adddup2(&actions, null_fd, 0);
-            posix_spawn_file_actions_adddup2(&actions, out, 1);
-            posix_spawn_file_actions_adddup2(&actions, out, 2);
-            pid_t pid;
-            int err = posix_spawn(&pid, cmd[0], &actions, &attr, cmd, environ);
-            posix_spawn_file_actions_destroy(&actions);
-            close(out);
-            if (err) {
-                fprintf(stderr, "durable_watch: %s: %s\n", cmd[0], strerror(err));
-                return 1;
-            }
+            spawn_logged(cmd, &attr, null_fd, log, header);
         }
     }
 }

@@ -715,19 +715,21 @@ class Daemon:
         now = self.clock()
         self._dirty.add(job.lane)
         if result.ok:
-            return self.store.finish_deferred(job, result, JobState.SUCCEEDED, now)
-        if rj.stop_reason == "cancelled" or rj.cancelled:
-            return self.store.finish_deferred(job, result, JobState.CANCELLED, now)
-        if rj.stop_reason == "shutdown":
+            state = JobState.SUCCEEDED
+        elif rj.stop_reason == "cancelled" or rj.cancelled:
+            state = JobState.CANCELLED
+        elif rj.stop_reason == "shutdown":
             requeued = self.store.requeue_interrupted([job.id], now)
             new = requeued[0] if requeued else self.store.get(job.id)
+            return lambda: new
         elif job.failures < job.retries:
             delay = retry_delay(job.failures + 1, job.retry_backoff)
-            new = self.store.schedule_retry(job, result, now + delay, now)
-            self._due_at = min(self._due_at or new.not_before, new.not_before)
+            again = self.store.schedule_retry(job, result, now + delay, now)
+            self._due_at = min(self._due_at or again.not_before, again.not_before)
+            return lambda: again
         else:
-            return self.store.finish_deferred(job, result, JobState.FAILED, now)
-        return lambda: new
+            state = JobState.FAILED
+        return self.store.finish_deferred(job, result, state, now)
 
     def _after_outcome(self, rj: RunningJob, new: Job) -> None:
         job, result = rj.job, rj.result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -204,14 +205,11 @@ class SqlStore(Store):
                 failed=int(state is JobState.FAILED),
             )
 
-        read: list[Job] = []
-
+        @functools.cache  # read once: a pipelined answer can be fetched only once
         def stored() -> Job:
-            if not read:
-                row = finished()
-                # No row: the job was no longer running (a peer re-queued it): as it is now.
-                read.append(job_from_row(row, job.spec) if row is not None else self.get(job.id))
-            return read[0]
+            row = finished()
+            # No row: the job was no longer running (a peer re-queued it): as it is now.
+            return job_from_row(row, job.spec) if row is not None else self.get(job.id)
 
         return stored
 
