@@ -79,8 +79,11 @@ def check_stat(st: os.stat_result, policy: TrustPolicy) -> None:
             f"owner {_owner(st.st_uid)} is not trusted (add it to [security] trusted_owners)"
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # Nearly always the producer's umask (002 on many desktops), not an attack: say so.
         raise TriggerRejected(
-            f"mode {stat.filemode(st.st_mode)} is writable by group or others (chmod go-w)"
+            f"mode {stat.filemode(st.st_mode)} is writable by group or others, likely from"
+            " the producer's umask (002 makes new files group-writable): chmod 644 the file"
+            " (or publish under umask 022) before the rename"
         )
     if st.st_size > policy.max_bytes:
         raise TriggerRejected(
