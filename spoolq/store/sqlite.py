@@ -1,7 +1,7 @@
 """The embedded store: one SQLite file in WAL mode, one write transaction per verb.
 
 ``BEGIN IMMEDIATE`` takes the write lock up front, so the lane-limit check and the claim in
-``claim_next`` cannot interleave with another process's claim. ``synchronous=NORMAL`` is
+``claim_batch`` cannot interleave with another process's claim. ``synchronous=NORMAL`` is
 enough here: a commit lost to a power cut leaves the trigger in ``claimed/`` without a row,
 and the start-up reconciliation turns it back into a job (see docs/guarantees.md).
 """
@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,7 +62,8 @@ class SqliteStore(SqlStore):
 
     def _connect(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            _private_file(self.path)
             self._db = sqlite3.connect(
                 self.path,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
@@ -168,7 +170,7 @@ class SqliteStore(SqlStore):
     # every FIFO there. A FIFO opened read-write never reports EOF, and a writer opening
     # with O_NONBLOCK gets ENXIO when the daemon is gone, so stale ones are cleaned up.
     def listen(self, daemon_id: str) -> FifoListener:
-        self._wake_dir.mkdir(parents=True, exist_ok=True)
+        self._wake_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         return FifoListener(self._wake_dir / f"{daemon_id}.fifo")
 
     def notify(self, exclude: str | None = None) -> None:
@@ -198,6 +200,25 @@ class SqliteStore(SqlStore):
         super().unregister_daemon(daemon_id)
         with contextlib.suppress(OSError):
             (self._wake_dir / f"{daemon_id}.fifo").unlink()
+
+
+def _private_file(path: Path) -> None:
+    """Create the store file 0640 whatever the umask, and take an older one's read access
+    from others: it holds every job's argv, env and reasons. The group stays the operators'
+    way in. SQLite gives the -wal and -shm files the main file's mode when it makes them."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o037:
+            with contextlib.suppress(PermissionError):  # not ours: leave it to its owner
+                os.fchmod(fd, mode & ~0o037)
+    finally:
+        os.close(fd)
+    for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):  # absent, or not ours
+            mode = stat.S_IMODE(side.stat().st_mode)
+            if mode & 0o037:
+                side.chmod(mode & ~0o037)
 
 
 def _statements(script: str) -> Iterator[str]:
