@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from spoolq.claims import Claimer
+from spoolq.claims import Claimer, StateDir
 from spoolq.config import load_config
-from spoolq.statedir import StateDir
 from spoolq.trust import TrustPolicy
 from tests.conftest import Env, publish, wait_until
 
