@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test lint bench chaos clean install uninstall
 
 $(UV):
 	python3 -m venv .tools
@@ -12,6 +12,32 @@ $(UV):
 .venv/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --locked --all-extras
 	touch $@
+
+# `make install`: the `spoolq` command in $(BINDIR), run from its own virtualenv in $(LIBDIR)
+# holding the locked versions (uv.lock), plus the docs and systemd units in $(DOCDIR).
+# Default: for you alone, in ~/.local. For every user of the host: sudo make install PREFIX=/usr/local
+PREFIX ?= $(HOME)/.local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib/spoolq
+DOCDIR ?= $(PREFIX)/share/doc/spoolq
+EXTRAS ?= postgres
+
+install: $(UV)
+	$(UV) venv --quiet --allow-existing $(LIBDIR)
+	$(UV) export --quiet --frozen --no-dev --no-hashes --no-emit-project \
+		$(foreach e,$(EXTRAS),--extra $(e)) -o $(LIBDIR)/requirements.txt
+	$(UV) pip install --quiet --python $(LIBDIR)/bin/python --reinstall-package spoolq \
+		-r $(LIBDIR)/requirements.txt .
+	install -d $(BINDIR) $(DOCDIR)
+	ln -sf $(LIBDIR)/bin/spoolq $(BINDIR)/spoolq
+	install -m 644 README.md CHANGELOG.md docs/*.md contrib/*.service contrib/*.timer $(DOCDIR)/
+	@echo "installed $(BINDIR)/spoolq ($$($(BINDIR)/spoolq --version))"
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; \
+		*) echo "note: $(BINDIR) is not on your PATH; add it, e.g. in ~/.profile:" \
+			"export PATH=\"$(BINDIR):\$$PATH\"" ;; esac
+
+uninstall:
+	rm -rf $(LIBDIR) $(DOCDIR) $(BINDIR)/spoolq
 
 demo: .venv/.synced
 	$(UV) run --locked spoolq demo

@@ -67,7 +67,7 @@ def test_publish_sh_and_publish_py_examples_run(env: Env) -> None:
 
 def test_readme_quick_start_runs(env: Env) -> None:
     readme = (ROOT / "README.md").read_text()
-    shell = _blocks(ROOT / "README.md", "sh")[1]  # [0] is the two set-up commands
+    shell = _blocks(ROOT / "README.md", "sh")[4]  # [0-2] install, [3] the daemon
     python = _blocks(ROOT / "README.md", "python")[0]
     d = env.start()
     script = "\n".join(
@@ -92,7 +92,7 @@ def test_systemd_unit_runs_the_daemon_and_restarts_on_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    ("doc", "index"), [("README.md", 2), ("docs/operations.md", 1)], ids=["readme", "operations"]
+    ("doc", "index"), [("README.md", 5), ("docs/operations.md", 1)], ids=["readme", "operations"]
 )
 def test_operator_command_blocks_run_against_a_daemon(env: Env, doc: str, index: int) -> None:
     """Each line of the doc's operator block, with JOB filled in, exits 0."""
