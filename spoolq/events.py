@@ -21,6 +21,15 @@ _LEVELS = {"error": "ERROR", "warning": "WARN", "info": "INFO"}
 _JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
+def _times(fields: dict[str, Any]) -> dict[str, Any]:
+    """A point in time (a field named ``*_at`` or ``not_before``, given as epoch seconds) is
+    written as ISO 8601 like each line's own time, never as a raw epoch."""
+    for k, v in fields.items():
+        if type(v) is float and (k == "not_before" or k.endswith("_at")):
+            fields[k] = stamp(v)
+    return fields
+
+
 def _value(v: object) -> str:
     text = str(v)
     if text == "" or any(c in text for c in ' ="\n\t'):
@@ -40,7 +49,7 @@ class EventLog:
         self._held_since = 0.0
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
-        clean = {k: v for k, v in fields.items() if v is not None}
+        clean = _times({k: v for k, v in fields.items() if v is not None})
         with self._lock:
             if self._held is not None and level == "info":
                 now = time.monotonic()
