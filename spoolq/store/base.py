@@ -189,3 +189,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def notify(self, exclude: str | None = None) -> None:
         """Wake every daemon listening on this store but ``exclude`` (after a change)."""
+
+    # -- web and metrics ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_jobs_page(
+        self,
+        *,
+        state: JobState | None = None,
+        lane: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Job]:
+        """``list_jobs``, newest first, starting after the job ``before`` (a full job id,
+        the last one of the previous page); raises JobNotFound if there is no such job."""
+
+    @abc.abstractmethod
+    def finished_totals(self) -> list[tuple[str, str, int]]:
+        """(lane, outcome, count) of every job that ever finished: kept by the store in the
+        transaction that finishes it, never lowered (not by ``prune``)."""
+
+    @abc.abstractmethod
+    def rejected_totals(self) -> dict[str, int]:
+        """Rejected triggers ever recorded, per kind of reason (never lowered)."""

@@ -398,6 +398,40 @@ class SqlStore(Store):
                 tx.all("delete_attempts", ids=self._ids([r["id"] for r in rows]))
         return [job_from_row(r) for r in rows]
 
+    # -- web and metrics ---------------------------------------------------------------------
+    def list_jobs_page(
+        self,
+        *,
+        state: JobState | None = None,
+        lane: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Job]:
+        with self._read() as tx:
+            after_seq = None
+            if before is not None:
+                cur = tx.one("get_job", id=before)
+                if cur is None:
+                    raise JobNotFound(before)
+                after_seq = cur["seq"]
+            rows = tx.all(
+                "list_jobs_page",
+                state=state.value if state else None,
+                lane=lane,
+                before=after_seq,
+                limit=limit,
+            )
+        return [job_from_row(r) for r in rows]
+
+    def finished_totals(self) -> list[tuple[str, str, int]]:
+        with self._read() as tx:
+            rows = tx.all("finished_totals")
+        return [(r["lane"], r["outcome"], int(r["n"])) for r in rows]
+
+    def rejected_totals(self) -> dict[str, int]:
+        with self._read() as tx:
+            return {r["reason"]: int(r["n"]) for r in tx.all("rejected_totals")}
+
 
 def job_from_row(row: Row, spec: JobSpec | None = None) -> Job:
     """A Job from its row; ``spec``, when the caller holds the parsed spec of this very

@@ -206,3 +206,19 @@ SELECT coalesce(max(version), 0) AS v FROM spoolq_schema
 
 -- name: set_schema_version
 INSERT INTO spoolq_schema (version) VALUES (%(version)s)
+
+-- web and metrics ---------------------------------------------------------------------------
+
+-- name: list_jobs_page
+SELECT * FROM spoolq_jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(lane)s::text IS NULL OR lane = %(lane)s)
+  AND (%(before)s::bigint IS NULL OR seq < %(before)s)
+ORDER BY seq DESC
+LIMIT %(limit)s
+
+-- name: finished_totals
+SELECT lane, outcome, n FROM spoolq_finished_totals ORDER BY lane, outcome
+
+-- name: rejected_totals
+SELECT reason, n FROM spoolq_rejected_totals ORDER BY reason

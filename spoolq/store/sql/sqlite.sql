@@ -196,3 +196,18 @@ RETURNING *
 
 -- name: delete_attempts
 DELETE FROM attempts WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- web and metrics ---------------------------------------------------------------------------
+
+-- name: list_jobs_page
+SELECT * FROM jobs
+WHERE (:state IS NULL OR state = :state) AND (:lane IS NULL OR lane = :lane)
+  AND (:before IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: finished_totals
+SELECT lane, outcome, n FROM finished_totals ORDER BY lane, outcome
+
+-- name: rejected_totals
+SELECT reason, n FROM rejected_totals ORDER BY reason
