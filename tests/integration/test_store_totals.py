@@ -3,19 +3,31 @@ totals (bumped with the state change, never lowered) and the paged job list."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from spoolq.errors import JobNotFound
 from spoolq.jobs import JobState
 from spoolq.store import Store
-from tests.integration.test_store_contract import (  # noqa: F401 - fixtures
+from tests.integration.test_store_contract import (
     EXIT3,
+    STORE_KINDS,
     T0,
+    StoreKit,
     enqueue1,
-    kit,
     run_to,
-    store,
 )
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    kit = StoreKit(request.param, tmp_path)
+    try:
+        yield kit.open()
+    finally:
+        kit.close()
 
 
 def totals(store: Store) -> dict[tuple[str, str], int]:
