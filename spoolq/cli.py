@@ -20,7 +20,7 @@ from spoolq import __version__
 from spoolq.api import build_trigger, publish
 from spoolq.claims import Claimer, StateDir
 from spoolq.config import Config, load_config, parse_duration
-from spoolq.display import print_json, render_job, render_jobs, render_status
+from spoolq.display import print_json, render_job, render_jobs, render_status, running_row
 from spoolq.errors import (
     ConfigError,
     JobNotFound,
@@ -283,16 +283,19 @@ def _daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(s: Settings, as_json: bool) -> None:
-    """Lanes (concurrency, running, queued, paused), totals per state, live daemons."""
+    """Lanes (concurrency, running, queued, paused), the running jobs with their elapsed
+    time, totals per state, live daemons."""
     with s.store() as (config, _state, store):
         now = time.time()
         lanes = [lane.to_dict(now) for lane in store.lane_status()]
         states = store.state_counts()
         daemons = _daemon_rows(store, now, config)
+        running = store.list_jobs(state=JobState.RUNNING, limit=10_000)
     if as_json:
-        print_json({"lanes": lanes, "states": states, "daemons": daemons})
+        print_json({"lanes": lanes, "states": states, "daemons": daemons,
+                    "running_jobs": [running_row(j, now) for j in running]})  # fmt: skip
     else:
-        render_status(lanes, states, daemons)
+        render_status(lanes, states, daemons, running, now)
 
 
 @cli.command()

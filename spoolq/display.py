@@ -8,11 +8,13 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from spoolq.jobs import Attempt, Job, JobState, iso
+from spoolq.triggers import SHELL
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,6 +65,38 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _elapsed(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def summary(job: Job, width: int = 60) -> str:
+    """What a job runs, on one short line: ``template: argv`` for a job template, the shell
+    command itself for a shell step, else the argv; ``(+N steps)`` when there are more."""
+    if job.spec is None or not job.spec.steps:
+        return ""
+    first = job.spec.steps[0]
+    text = first[2] if len(first) == 3 and first[:2] == (SHELL, "-c") else shlex.join(first)
+    text = " ".join(text.split())  # a multi-line shell command on one line
+    if job.spec.template:
+        text = f"{job.spec.template}: {text}"
+    more = f" (+{len(job.spec.steps) - 1} steps)" if len(job.spec.steps) > 1 else ""
+    if len(text) + len(more) > width:
+        text = text[: max(0, width - len(more) - 1)] + "…"
+    return text + more
+
+
+def running_row(job: Job, now: float) -> dict[str, Any]:
+    """A running job as ``status --json`` lists it: the job's own JSON, plus how long its
+    attempt has run and the one-line summary of what it runs."""
+    started = job.started_at if job.started_at is not None else now
+    return {**job.to_dict(), "elapsed_s": round(now - started, 3), "command": summary(job)}
+
+
 def _state_style(state: JobState) -> Text:
     from rich.text import Text
 
@@ -77,7 +111,11 @@ def _state_style(state: JobState) -> Text:
 
 
 def render_status(
-    lanes: list[dict[str, Any]], states: dict[str, int], daemons: list[dict[str, Any]]
+    lanes: list[dict[str, Any]],
+    states: dict[str, int],
+    daemons: list[dict[str, Any]],
+    running: Sequence[Job] = (),
+    now: float = 0.0,
 ) -> None:
     table = _table("lane", title="lanes")
     for col in ("concurrency", "running", "queued", "paused", "oldest waiting"):
@@ -89,6 +127,8 @@ def render_status(
             "yes" if lane["paused"] else "", _age(wait) if wait is not None else "",
         )  # fmt: skip
     _out().print(table)
+    if running:
+        _render_running(running, now)
     print_text("  ".join(f"{k} {v}" for k, v in states.items()))
     if not daemons:
         print_text("daemon: none running on this store")
@@ -99,15 +139,31 @@ def render_status(
         )
 
 
+def _render_running(running: Sequence[Job], now: float) -> None:
+    """The running jobs under their lane (the lane named once), longest-running first."""
+    table = _table("lane", "job", "elapsed", "att", "trigger", "command", title="running")
+    ordered = sorted(running, key=lambda j: (j.lane, j.started_at or now))
+    for i, j in enumerate(ordered):
+        same_lane = i > 0 and ordered[i - 1].lane == j.lane
+        started = j.started_at if j.started_at is not None else now
+        _row(
+            table, "" if same_lane else j.lane, j.id, _elapsed(now - started), j.attempts,
+            os.path.basename(j.trigger), summary(j, 50),
+        )  # fmt: skip
+    _out().print(table)
+
+
 def render_jobs(found: list[Job]) -> None:
-    table = _table(
-        "id", "state", "lane", "att", "exit", "created", "trigger", "reason", overflow="fold"
-    )
+    """Newest first: the trigger's name as it was published and what the job runs."""
+    table = _table("id", "state", "lane", "att", "exit", "created", overflow="fold")
+    table.add_column("trigger", overflow="fold")
+    table.add_column("command", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("reason", overflow="fold")
     for j in found:
         _row(
             table, j.id, _state_style(j.state), j.lane, j.attempts,
             "" if j.exit_code is None else j.exit_code, iso(j.created_at) or "",
-            os.path.basename(j.trigger), j.reason or "",
+            os.path.basename(j.trigger), summary(j), j.reason or "",
         )  # fmt: skip
     _out().print(table)
 
