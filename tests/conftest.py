@@ -2,6 +2,11 @@
 
 Waiting is always for an observable fact (an event line, a job state, a file) with a
 deadline, never a fixed sleep.
+
+Skips: a test that needs something the machine may lack (a PostgreSQL server, root, a C
+compiler, ...) skips on a developer's machine, with a reason that says how to provide it.
+With ``SPOOLQ_CI_STRICT=1`` (set by ``.ci/run``) every such skip is a failure instead, so
+that CI can never be green while a part of spoolq went untested.
 """
 
 from __future__ import annotations
@@ -15,13 +20,76 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 SPOOLQ = shutil.which("spoolq", path=str(Path(sys.executable).parent)) or "spoolq"
+
+STRICT_VAR = "SPOOLQ_CI_STRICT"
+STRICT = os.environ.get(STRICT_VAR, "") not in ("", "0")
+
+# The server the PostgreSQL tests use (a fresh schema each), and how to get one.
+POSTGRES_URL = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_HOW = (
+    "start it (Debian: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
+    "or point SPOOLQ_TEST_POSTGRES at a server where user postgres may create schemas"
+)
+
+
+def _strict_failure(reason: str) -> str:
+    return f"{reason} [{STRICT_VAR}=1: a test that cannot run here fails instead of skipping]"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    if STRICT and call.excinfo is not None and call.excinfo.errisinstance(pytest.skip.Exception):
+        message = _strict_failure(str(call.excinfo.value.msg))
+        failed = pytest.CallInfo.from_call(lambda: pytest.fail(message, pytrace=False), call.when)
+        outcome.force_result(pytest.TestReport.from_item_and_call(item, failed))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    """A whole module skipped at import (``pytest.importorskip`` at its top) counts too."""
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
+    if STRICT and report.skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        report.outcome = "failed"
+        report.longrepr = _strict_failure(reason.removeprefix("Skipped: "))
+
+
+def import_or_skip(module: str, install: str) -> Any:
+    """``module``, or a skip that says how to install it."""
+    return pytest.importorskip(module, reason=f"Python module {module} missing: {install}")
+
+
+def postgres_admin(url: str = POSTGRES_URL) -> Any:
+    """An autocommit connection to the test server, or a skip naming PostgreSQL and how to
+    start it."""
+    psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.skip(f"no PostgreSQL server answers at {url} ({first}); {POSTGRES_HOW}")
+
+
+def needs_c_compiler() -> None:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler (cc or gcc) on PATH: apt-get install gcc")
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (chown to another user, mounts): run the suite as root"
+)
 
 
 def wait_until(

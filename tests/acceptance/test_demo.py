@@ -11,9 +11,9 @@ import pytest
 
 from spoolq.jobs import JobState
 from spoolq.store.sqlite import SqliteStore
-from tests.conftest import SPOOLQ
+from tests.conftest import SPOOLQ, import_or_skip
 
-duckdb = pytest.importorskip("duckdb")
+duckdb = import_or_skip("duckdb", "uv sync --all-extras (the demo extra)")
 
 
 @pytest.mark.slow

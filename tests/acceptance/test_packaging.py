@@ -27,7 +27,9 @@ def test_python_dash_m_and_the_console_script_agree() -> None:
 UV = os.environ.get("UV") or shutil.which("uv")  # `uv run` exports UV=<itself>
 
 
-@pytest.mark.skipif(UV is None, reason="building the wheel uses uv")
+@pytest.mark.skipif(
+    UV is None, reason="building the wheel uses uv: run `make test`, or put uv on PATH"
+)
 def test_the_wheel_holds_only_the_package(tmp_path: Path) -> None:
     assert UV is not None
     subprocess.run(

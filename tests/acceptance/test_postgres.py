@@ -3,26 +3,22 @@ store: lane limits hold across them, and control commands reach them through NOT
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, publish, wait_until
+from tests.conftest import POSTGRES_URL, Env, import_or_skip, postgres_admin, publish, wait_until
 
-psycopg = pytest.importorskip("psycopg")
-PG = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
+PG = POSTGRES_URL
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
+    admin = postgres_admin()
     schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
     admin.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG else "?"

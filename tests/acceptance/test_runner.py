@@ -116,7 +116,9 @@ def _rss_kb(pid: int) -> int:
 def test_a_gigabyte_of_output_leaves_the_daemon_memory_flat(env: Env) -> None:
     size = 1 << 30
     if shutil.disk_usage(env.root).free < 3 * size:
-        pytest.skip("needs 3 GiB free on the temp filesystem for a 1 GiB job log")
+        pytest.skip(
+            f"needs 3 GiB free under {env.root} for a 1 GiB job log: free space or set TMPDIR"
+        )
     d = env.start()
     env.publish("true\n")
     d.wait_for("succeeded")  # every code path of a job has run once

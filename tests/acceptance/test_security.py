@@ -24,7 +24,7 @@ import pytest
 from spoolq.claims import Claimer, StateDir
 from spoolq.config import load_config
 from spoolq.trust import TrustPolicy
-from tests.conftest import Env, publish, wait_until
+from tests.conftest import Env, needs_root, publish, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -123,7 +123,7 @@ def test_group_or_world_writable_trigger_is_rejected(env: Env, mode: int, shown:
     assert not canary.exists()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="chown to another user needs root")
+@needs_root
 def test_trigger_owned_by_an_untrusted_user_is_rejected(env: Env) -> None:
     nobody = pwd.getpwnam("nobody")
     canary = env.root / "canary"
@@ -141,7 +141,7 @@ def test_trigger_owned_by_an_untrusted_user_is_rejected(env: Env) -> None:
     assert not canary.exists()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="chown to another user needs root")
+@needs_root
 def test_trusted_owners_admits_a_named_user(env: Env) -> None:
     nobody = pwd.getpwnam("nobody")
     out = env.root / "out"
@@ -327,7 +327,7 @@ def test_world_writable_parent_refuses_to_start(env: Env) -> None:
     assert f"its parent {parent} is world-writable without the sticky bit" in err
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="chown to another user needs root")
+@needs_root
 def test_spool_owned_by_an_untrusted_user_refuses_to_start(env: Env) -> None:
     nobody = pwd.getpwnam("nobody")
     os.chown(env.spool, nobody.pw_uid, nobody.pw_gid)

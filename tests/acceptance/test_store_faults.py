@@ -10,11 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import Env
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+from tests.conftest import Env, needs_root
 
 
 def test_write_lock_held_by_another_process(env: Env) -> None:

@@ -28,6 +28,7 @@ from spoolq.jobs import AttemptResult, DaemonInfo, Job, JobSpec, JobState, NewJo
 from spoolq.store import Listener, Store, open_store, queries
 from spoolq.store.sqlbase import SqlStore
 from spoolq.store.sqlite import SqliteStore
+from tests.conftest import POSTGRES_URL, import_or_skip, postgres_admin
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -38,8 +39,8 @@ EXIT3 = AttemptResult(exit_code=3, reason="exit 3", wall_s=0.5, cpu_s=0.125, max
 KILLED = AttemptResult(exit_code=-15, reason="cancelled", wall_s=0.75, cpu_s=0.0, max_rss_kb=512)
 
 
-# Where the PostgreSQL runs look for a server; without one they are skipped.
-POSTGRES = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+# Where the PostgreSQL runs look for a server; without one they are skipped (failed in CI).
+POSTGRES = POSTGRES_URL
 
 
 class StoreKit:
@@ -61,11 +62,7 @@ class StoreKit:
 
     def _postgres_schema(self) -> str:
         """A fresh schema per test on the server, dropped afterwards."""
-        psycopg = pytest.importorskip("psycopg")
-        try:
-            admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-        except psycopg.OperationalError as exc:
-            pytest.skip(f"no PostgreSQL server at {POSTGRES}: {exc}")
+        admin = postgres_admin()
         schema = f"spoolq_c_{uuid.uuid4().hex[:12]}"
         admin.execute(f"CREATE SCHEMA {schema}")
 
@@ -1202,7 +1199,7 @@ def test_postgresql_what_a_failed_rollback_left_open_is_never_committed_later(
     """If ending a failed transaction does not get through (a lost rollback; an interrupt
     inside psycopg's pipeline code), the next verb must not run on that connection: its
     COMMIT would commit the failed verb's writes too."""
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
     kit = StoreKit("postgresql", tmp_path)
     try:
         store, other = kit.open(), kit.open()

@@ -4,7 +4,6 @@ still run, at tiny sizes. No timing is judged: benchmarks never run in the test 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from bench.__main__ import MODULES, parse_args
 from bench.common import BenchResult, Figure, check, format_table, medians, percentile
+from tests.conftest import needs_c_compiler, postgres_admin
 
 
 def test_every_benchmark_module_is_registered_and_runnable() -> None:
@@ -66,8 +66,7 @@ def test_table_and_json() -> None:
 def test_probes_run_and_report_each_cost(capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m bench.probes`` (the numbers docs/performance.md cites) still runs: a few
     tries each, values not judged."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the probes need the compiled stamp")
+    needs_c_compiler()
     from bench import probes
 
     assert probes.main(["-n", "3"]) == 0
@@ -82,15 +81,10 @@ def test_the_postgresql_bench_runs_directly_and_through_the_delay_relay(
 ) -> None:
     """``python -m bench.pg`` (the PostgreSQL numbers in docs/performance.md) still runs,
     relay included: tiny sizes, values not judged."""
-    psycopg = pytest.importorskip("psycopg")
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the bench needs the compiled stamp")
+    needs_c_compiler()
     from bench import pg
 
-    try:
-        psycopg.connect(pg.DEFAULT_URL, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {pg.DEFAULT_URL}: {exc}")
+    postgres_admin(pg.DEFAULT_URL).close()
     assert pg.main(["--url", pg.DEFAULT_URL, "--size", "20", "--delay-ms", "0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     labels = [line.split("  ")[1] for line in (ln.strip() for ln in lines)]
@@ -109,15 +103,14 @@ def test_the_durable_chain_keeps_each_jobs_state_and_log(
     from bench import durable
     from bench.common import build_stamp, read_stamps
 
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the chain runs the compiled stamp")
+    needs_c_compiler()
     stamp = build_stamp(tmp_path)
     root = tmp_path / "chain"
     root.mkdir()
     if language == "c":
         exe = durable.build_c(tmp_path)
         if exe is None:
-            pytest.skip("the C chain needs SQLite's header (libsqlite3-dev)")
+            pytest.skip("the C chain needs SQLite's header: apt-get install libsqlite3-dev")
         rate = durable.c_chain(exe, stamp, root, 5, concurrency)
     else:
         rate = durable.python_chain(stamp, root, 5)
@@ -144,11 +137,10 @@ def test_the_durable_watch_claims_records_and_logs_a_trigger_before_its_job(
     from bench.common import Publisher, StampFifo, build_stamp, trigger_text
     from bench.latency import Watcher
 
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the watch is compiled")
+    needs_c_compiler()
     exe = durable.build_c(tmp_path, "durable_watch")
     if exe is None:
-        pytest.skip("the durable watch needs SQLite's header (libsqlite3-dev)")
+        pytest.skip("the durable watch needs SQLite's header: apt-get install libsqlite3-dev")
     stamp = build_stamp(tmp_path)
     spool, state = tmp_path / "spool", tmp_path / "state"
     spool.mkdir()

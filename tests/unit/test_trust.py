@@ -13,6 +13,7 @@ import pytest
 
 from spoolq.errors import ConfigError, TriggerRejected
 from spoolq.trust import TrustPolicy, check_directory, read_trigger
+from tests.conftest import needs_root
 
 POLICY = TrustPolicy.from_names((), 1 << 20)
 
@@ -51,10 +52,7 @@ def nobody() -> int:
     try:
         return pwd.getpwnam("nobody").pw_uid
     except KeyError:
-        pytest.skip("no 'nobody' user on this host")
-
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+        pytest.skip("no 'nobody' user on this host: useradd --system --no-create-home nobody")
 
 
 def test_a_regular_private_file_is_read(spool: Path, dir_fd: int) -> None:
