@@ -20,7 +20,7 @@ from spoolq import __version__
 from spoolq.api import build_trigger, publish
 from spoolq.claims import Claimer, StateDir
 from spoolq.config import Config, load_config, parse_duration
-from spoolq.display import print_json, render_job, render_jobs, render_status, running_row
+from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import (
     ConfigError,
     JobNotFound,
@@ -32,6 +32,7 @@ from spoolq.errors import (
 from spoolq.events import EventLog
 from spoolq.jobs import ARCHIVE_DIR, Job, JobState
 from spoolq.runner import daemon_alive
+from spoolq.serialize import job_detail, job_list, status_dict
 from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, read_trigger
@@ -176,8 +177,6 @@ def run(
     ensure_std_fds()
 
     overrides: dict[str, Any] = {}
-    if http:
-        overrides["http"] = {"listen": http}
     if log_format:
         overrides["log_format"] = log_format
     config = s.load(
@@ -185,12 +184,15 @@ def run(
     )
     if not config.spool:
         raise UsageError("no spool directory: spoolq run DIR, or [[spool]] path in the config")
-    if config.http.listen:
-        raise ConfigError(
-            f"[http] listen = {config.http.listen!r} (or --http): the status page and /metrics "
-            "are not part of this release; remove the setting"
-        )
+    if http:
+        from spoolq.web.server import with_listen
+
+        config = with_listen(config, http, "--http")
     state = s.state(config)
+    if config.http.listen:
+        from spoolq.web.auth import check_exposure
+
+        check_exposure(config, config.http.listen)  # before waiting for the store
     log = EventLog(config.log_format)
     delay = 0.5
     while True:  # a full disk or a locked file at start: wait for it, do not crash-loop
@@ -201,10 +203,45 @@ def run(
             log.error("store_unavailable", error=str(exc), retry_in=delay)
             time.sleep(delay)
             delay = min(30.0, delay * 2)
+    web = None
     try:
-        Daemon(config, state, store, log).run()
+        daemon = Daemon(config, state, store, log)
+        if config.http.listen:
+            from spoolq.web.server import start_in_daemon
+
+            web = start_in_daemon(config, state.root, log, daemon)
+        daemon.run()
     finally:
+        if web is not None:
+            web.stop()
         store.close()
+
+
+@cli.command()
+@click.option(
+    "--listen",
+    metavar="ADDR",
+    envvar="SPOOLQ_HTTP",
+    show_envvar=True,
+    help="HOST:PORT to serve on (default: [http] listen, else 127.0.0.1:8765).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    envvar="SPOOLQ_LOG_FORMAT",
+    show_envvar=True,
+    default=None,
+    help="Event log format on stderr (default: the config's, else human).",
+)
+@click.pass_obj
+def web(s: Settings, listen: str | None, log_format: str | None) -> None:
+    """Serve the status page, JSON API and /metrics from the store, without a daemon."""
+    from spoolq.web.server import WebServer, with_listen
+
+    with s.store() as (config, state, store):
+        config = with_listen(config, listen or config.http.listen or "127.0.0.1:8765", "--listen")
+        log = EventLog(log_format or config.log_format)
+        WebServer(config, state.root, store, log, str(config.http.listen)).serve()
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
@@ -273,12 +310,6 @@ def _kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
     return result
 
 
-def _daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
-    return [
-        {**d.to_dict(), "alive": daemon_alive(d, now, config.stale_after)} for d in store.daemons()
-    ]
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -287,15 +318,12 @@ def status(s: Settings, as_json: bool) -> None:
     time, totals per state, live daemons."""
     with s.store() as (config, _state, store):
         now = time.time()
-        lanes = [lane.to_dict(now) for lane in store.lane_status()]
-        states = store.state_counts()
-        daemons = _daemon_rows(store, now, config)
         running = store.list_jobs(state=JobState.RUNNING, limit=10_000)
+        data = status_dict(store, config, now, running)
     if as_json:
-        print_json({"lanes": lanes, "states": states, "daemons": daemons,
-                    "running_jobs": [running_row(j, now) for j in running]})  # fmt: skip
+        print_json(data)
     else:
-        render_status(lanes, states, daemons, running, now)
+        render_status(data["lanes"], data["states"], data["daemons"], running, now)
 
 
 @cli.command()
@@ -313,7 +341,7 @@ def jobs(
             state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
         )
     if as_json:
-        print_json([j.to_dict() for j in found])
+        print_json(job_list(found))
     else:
         render_jobs(found)
 
@@ -327,7 +355,7 @@ def show(s: Settings, job_ref: str, as_json: bool) -> None:
     with s.store() as (_c, _s, store):
         job = store.get(job_ref)
         attempts = store.attempts(job.id)
-    data = {**job.to_dict(), "attempt_history": [a.to_dict() for a in attempts]}
+    data = job_detail(job, attempts)
     if as_json:
         print_json(data)
     else:

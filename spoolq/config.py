@@ -217,7 +217,26 @@ class Security(_Model):
 
 
 class Http(_Model):
-    listen: str | None = None
+    """The status page, JSON API and /metrics (``spoolq web``, ``run --http``)."""
+
+    listen: str | None = None  # HOST:PORT; port 0 picks a free one (the log says which)
+    token_file: Path | None = None  # default <state_dir>/http.token, made on first start
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_address(v)
+        return v
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8765`` for IPv6, ``:8765`` for every address) -> (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{addr!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
+    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"  # noqa: S104
+    return host, int(port)
 
 
 class Config(_Model):
@@ -288,6 +307,9 @@ def load_config(
                 spool["path"] = str(base / Path(spool["path"]).expanduser())
         if isinstance(data.get("state_dir"), str):
             data["state_dir"] = str(base / Path(data["state_dir"]).expanduser())
+        http = data.get("http")
+        if isinstance(http, dict) and isinstance(http.get("token_file"), str):
+            http["token_file"] = str(base / Path(http["token_file"]).expanduser())
     for key, var in ENV_KEYS.items():
         if env.get(var):
             data[key] = env[var]

@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from spoolq.jobs import stamp
@@ -47,9 +48,14 @@ class EventLog:
         self._lock = threading.Lock()
         self._held: list[tuple[float, str, str, dict[str, Any]]] | None = None
         self._held_since = 0.0
+        # Called with each event as it is emitted (e.g. the web's per-daemon histograms);
+        # an observer must be quick and must not raise.
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         clean = _times({k: v for k, v in fields.items() if v is not None})
+        for observe in self.observers:
+            observe(event, clean)
         with self._lock:
             if self._held is not None and level == "info":
                 now = time.monotonic()

@@ -1,0 +1,53 @@
+"""The JSON shapes of the read commands, one definition for every surface: ``status``,
+``jobs`` and ``show`` with ``--json``, and the web's JSON API. A job looks the same
+everywhere because both build it here (``Job.to_dict`` and ``Attempt.to_dict`` underneath).
+Reading the store is the caller's; rendering for people is ``display``'s and ``web``'s."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from spoolq.config import Config
+from spoolq.display import running_row
+from spoolq.jobs import Attempt, Job, JobState
+from spoolq.store import Store
+
+try:
+    from spoolq.procs import daemon_alive  # type: ignore[import-not-found,import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - where the process helpers still live in runner
+    from spoolq.runner import daemon_alive  # type: ignore[attr-defined,no-redef,unused-ignore]
+
+__all__ = ["daemon_alive", "daemon_rows", "job_detail", "job_list", "status_dict"]
+
+
+def daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
+    return [
+        {**d.to_dict(), "alive": daemon_alive(d, now, config.stale_after)} for d in store.daemons()
+    ]
+
+
+def status_dict(
+    store: Store, config: Config, now: float | None = None, running: list[Job] | None = None
+) -> dict[str, Any]:
+    """``spoolq status --json``: lanes, totals per state, the daemons on this store, and the
+    running jobs (``running``, when the caller has read them already)."""
+    now = time.time() if now is None else now
+    if running is None:
+        running = store.list_jobs(state=JobState.RUNNING, limit=10_000)
+    return {
+        "lanes": [lane.to_dict(now) for lane in store.lane_status()],
+        "states": store.state_counts(),
+        "daemons": daemon_rows(store, now, config),
+        "running_jobs": [running_row(j, now) for j in running],
+    }
+
+
+def job_list(jobs: list[Job]) -> list[dict[str, Any]]:
+    """``spoolq jobs --json``."""
+    return [j.to_dict() for j in jobs]
+
+
+def job_detail(job: Job, attempts: list[Attempt]) -> dict[str, Any]:
+    """``spoolq show --json``: the job with every attempt."""
+    return {**job.to_dict(), "attempt_history": [a.to_dict() for a in attempts]}
