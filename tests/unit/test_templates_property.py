@@ -129,3 +129,49 @@ def test_path_param_resolves_under_or_is_rejected(under: Path, value: str) -> No
     assert out == os.path.realpath(os.path.join(under, value))
     assert out.startswith(f"{under}/")
     assert not re.search(r"[\x00-\x1f\x7f]", out)
+
+
+# A file or directory name as a producer would give one: any text but "/", NUL and the
+# control characters, and not "." or "..", nor the fixture's symlinks (which resolve
+# elsewhere by design).
+NAME = st.text(
+    st.characters(exclude_categories=("Cs", "Cc")).filter(lambda c: c != "/"),
+    min_size=1,
+    max_size=12,
+).filter(lambda n: n not in (".", "..", "escape", "inside"))
+
+
+@FAST
+@given(data=st.data())
+def test_every_value_valid_by_its_declaration_arrives_as_one_unchanged_element(
+    under: Path, data: st.DataObject
+) -> None:
+    """The converse of the properties above, so that a template engine rejecting too much
+    cannot pass: a value built from its param's own declaration (a string matching its
+    pattern, any integer in range, any of the enum's choices, any path of plain names under
+    ``under``) is accepted, and each lands in its argv element alone and unchanged (a path:
+    the absolute path it names)."""
+    pattern = data.draw(st.sampled_from(PATTERNS), "pattern")
+    text = data.draw(
+        st.from_regex(pattern, fullmatch=True).filter(lambda v: acceptable(pattern, v)), "str"
+    )
+    number = data.draw(st.integers(-(10**18) + 1, 10**18 - 1), "int")
+    number_given = data.draw(st.sampled_from([number, str(number)]), "int as given")
+    choices = data.draw(
+        st.lists(ANY_TEXT.filter(lambda v: acceptable(r"(?s).*", v)), min_size=1, unique=True),
+        "choices",
+    )
+    choice = data.draw(st.sampled_from(choices), "enum")
+    rel = "/".join(data.draw(st.lists(NAME, min_size=1, max_size=4), "path names"))
+    path = data.draw(st.sampled_from([rel, f"{under}/{rel}"]), "path")
+    tmpl = JobTemplate(
+        argv=("prog", "{s}", "{n}", "{e}", "{p}", "--s={s}"),
+        params={
+            "s": ParamSpec(pattern=pattern, max_length=MAX_LEN),
+            "n": ParamSpec(type="int"),
+            "e": ParamSpec(type="enum", choices=tuple(choices)),
+            "p": ParamSpec(type="path", under=under, max_length=4 * 13 + len(str(under))),
+        },
+    )
+    argv = expand_template("t", tmpl, {"s": text, "n": number_given, "e": choice, "p": path})
+    assert argv == ("prog", text, str(number), choice, f"{under}/{rel}", f"--s={text}")
