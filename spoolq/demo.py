@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from spoolq.jobs import Job, JobState
+from spoolq.jobs import Attempt, Job, JobState
 from spoolq.store.sqlite import SqliteStore
 
 PRODUCERS = 8
@@ -87,7 +89,10 @@ params.path = {{ type = "path", under = "{ws / "staging"}" }}
 
 
 def run_demo(
-    workspace: Path | None = None, rows: int = 40_000, console: Console | None = None
+    workspace: Path | None = None,
+    rows: int = 40_000,
+    console: Console | None = None,
+    keep: bool = False,
 ) -> DemoResult:
     console = console or Console()
     ws = Path(workspace or tempfile.mkdtemp(prefix="spoolq-demo-"))
@@ -158,7 +163,7 @@ def run_demo(
         daemon_log.close()
 
     loaded = _loaded_tables(ws / "warehouse.duckdb")
-    _summary(console, store, jobs, loaded)
+    _summary(console, store, jobs, loaded, keep)
     failures, attempts = _contrast(console, ws)
     store.close()
     return DemoResult(ws, loaded, rows, jobs, failures, attempts)
@@ -207,28 +212,75 @@ def _loaded_tables(db: Path) -> dict[str, int]:
         }
 
 
-def _summary(console: Console, store: SqliteStore, jobs: list[Job], loaded: dict[str, int]) -> None:
+def _summary(
+    console: Console, store: SqliteStore, jobs: list[Job], loaded: dict[str, int], keep: bool
+) -> None:
+    """One row per outcome (not per load: the verdict must stay on a 50-line screen), then
+    the failed load's attempts with the last lines of each, and the rejected trigger."""
+    loads = [j for j in jobs if j.spec is not None and j.spec.template == "load"]
     table = Table(title="loads (from DuckDB and the job records)", title_justify="left")
-    for col in ("table", "rows", "load s", "peak RSS", "attempts", "state"):
-        table.add_column(col, justify="left" if col in ("table", "state") else "right")
-    for job in sorted(jobs, key=lambda j: j.seq):
-        if job.spec is None or job.spec.template != "load":
+    for col in ("outcome", "jobs", "attempts", "tables", "rows", "load s min/med/max"):
+        table.add_column(col, justify="left" if col == "outcome" else "right")
+    for state in (JobState.SUCCEEDED, JobState.FAILED):
+        group = [j for j in loads if j.state is state]
+        if not group:
             continue
-        name = job.spec.steps[0][job.spec.steps[0].index("--table") + 1]
-        last = store.attempts(job.id)[-1]
+        names = [_table_name(j) for j in group]
+        rows = [loaded[n] for n in names if n in loaded]
+        walls = sorted(
+            a.wall_s for j in group for a in store.attempts(j.id) if a.wall_s is not None
+        )
         table.add_row(
-            name, str(loaded.get(name, "-")), f"{last.wall_s or 0:.2f}",
-            f"{(last.max_rss_kb or 0) / 1024:.0f} MiB", str(job.attempts), job.state.value,
+            state.value, str(len(group)), str(sum(j.attempts for j in group)),
+            str(len(rows)), f"{sum(rows):,}",
+            f"{walls[0]:.2f} / {statistics.median(walls):.2f} / {walls[-1]:.2f}" if walls else "",
         )  # fmt: skip
     console.print(table)
     for job in jobs:
         if job.state is JobState.FAILED:
-            console.print(f"[red]failed[/] {job.id}: {job.reason}; log: {job.log}")
-            tail = Path(job.log).read_text(errors="replace").splitlines()
-            for line in [ln for ln in tail if "failed" in ln][:2]:
-                console.print(f"    {line[:160]}")
+            text = Path(job.log).read_text(errors="replace") if Path(job.log).exists() else ""
+            for line in failure_lines(job, store.attempts(job.id), text, keep):
+                console.print(line, markup=False, highlight=False, style="red" if
+                              line.startswith("failed") else None)  # fmt: skip
         if job.state is JobState.REJECTED:
-            console.print(f"[magenta]rejected[/] {Path(job.trigger).name}: {job.reason}")
+            console.print(
+                f"rejected {Path(job.trigger).name}: {job.reason}", markup=False, style="magenta"
+            )
+
+
+def _table_name(job: Job) -> str:
+    assert job.spec is not None
+    argv = job.spec.steps[0]
+    return argv[argv.index("--table") + 1] if "--table" in argv else job.id
+
+
+def attempt_tails(log_text: str, lines: int = 4) -> dict[int, list[str]]:
+    """The last ``lines`` lines each attempt wrote to a job's log, by attempt number
+    (spoolq's own ``--- spoolq`` note lines, which say where an attempt starts, left out)."""
+    found: dict[int, list[str]] = {}
+    current = 0
+    for line in log_text.splitlines():
+        if line.startswith("--- spoolq "):
+            m = re.search(r"\battempt[= ](\d+)", line)
+            if m:
+                current = int(m.group(1))
+            continue
+        if line.strip():
+            found.setdefault(current, []).append(line)
+    return {n: got[-lines:] for n, got in found.items()}
+
+
+def failure_lines(job: Job, attempts: list[Attempt], log_text: str, keep: bool) -> list[str]:
+    """What went wrong with a failed load, readable without opening anything: each attempt
+    labelled, with its outcome and the last lines it wrote."""
+    out = [f"failed: {_table_name(job)} after {job.attempts} attempts ({job.reason}), job {job.id}"]
+    tails = attempt_tails(log_text)
+    for a in attempts:
+        out.append(f"  attempt {a.n}: {a.reason or 'succeeded'}")
+        out.extend(f"    | {line[:150]}" for line in tails.get(a.n, []))
+    where = "kept" if keep else "deleted when the demo ends; spoolq demo --keep keeps it"
+    out.append(f"  full log: {job.log} (the workspace is {where})")
+    return out
 
 
 def _contrast(console: Console, ws: Path) -> tuple[int, int]:
@@ -268,11 +320,12 @@ def _contrast(console: Console, ws: Path) -> tuple[int, int]:
 
 def main(keep: bool = False, workspace: Path | None = None) -> int:
     console = Console()
-    result = run_demo(workspace, console=console)
+    result = run_demo(workspace, console=console, keep=keep)
     verdict = "[green]demo ok[/]" if result.ok else "[red]demo did not go as expected[/]"
     console.print(verdict)
     if keep:
         console.print(f"workspace kept: {result.workspace}")
     else:
         shutil.rmtree(result.workspace, ignore_errors=True)
+        console.print(f"workspace {result.workspace} removed (spoolq demo --keep keeps it)")
     return 0 if result.ok else 1

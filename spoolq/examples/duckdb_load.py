@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         load(args.db, args.table, args.path)
-    except Exception as exc:  # the job's log should say why in one line
-        print(f"load of {args.path} into {args.table} failed: {exc}", file=sys.stderr)
+    except Exception as exc:  # the job's log should say why in a few lines
+        # DuckDB's messages run to 25 lines of reader settings: keep what says what is wrong.
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        cut = next((i for i, ln in enumerate(lines) if ln.startswith("Possible Solution")), 3)
+        print(f"load of {args.path} into {args.table} failed:", file=sys.stderr)
+        for line in lines[: min(cut, 3)] or [type(exc).__name__]:
+            print(f"  {line}", file=sys.stderr)
         return 1
     return 0
 

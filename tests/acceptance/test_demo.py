@@ -28,6 +28,8 @@ def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "demo ok" in res.stdout
+    assert len(res.stdout.splitlines()) <= 50, res.stdout  # the verdict fits a 50-line screen
+    assert "  attempt 1: exit 1" in res.stdout and "  attempt 2: exit 1" in res.stdout
 
     with duckdb.connect(str(ws / "warehouse.duckdb"), read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]

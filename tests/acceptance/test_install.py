@@ -189,7 +189,7 @@ def _systemd_verify(installed: Installed, tmp_path: Path, *units: Path) -> str:
 
 @pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (Debian: systemd)",
+    reason="systemd-analyze not installed: apt-get install systemd (Debian)",
 )
 def test_systemd_units_verify_against_the_installed_spoolq(
     installed: Installed, tmp_path: Path
