@@ -251,14 +251,18 @@ def test_recursive_spool_does_not_follow_a_symlinked_subdirectory(env: Env) -> N
     assert not [j for j in env.jobs() if "outside" in j["trigger"] or "/sub/" in j["trigger"]]
 
 
-def test_claim_refuses_a_subdirectory_swapped_for_a_symlink(tmp_path: Path) -> None:
-    """The race a scan cannot see: ``sub`` was a directory when listed and is a symlink to
-    elsewhere when claimed. The claim must not take the file from outside the spool."""
+def test_claim_refuses_a_subdirectory_swapped_for_a_symlink_during_the_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a scan cannot see: ``sub`` is a real directory holding a trigger when it is
+    listed, and a producer swaps it for a symlink to elsewhere while the claim walks down to
+    it (here: just before the claim opens ``sub``). The claim must not take the file from
+    outside the spool, nor lose the one that was listed."""
     spool, outside, state = tmp_path / "spool", tmp_path / "outside", tmp_path / "state"
-    for p in (spool, outside):
+    for p in (spool, outside, spool / "sub"):
         p.mkdir()
+    listed = publish(spool / "sub", "true\n", name="x.trigger")
     victim = publish(outside, "true\n", name="x.trigger")
-    os.symlink(outside, spool / "sub")  # a directory when listed, a symlink when claimed
     config = load_config(None, overrides={"spool": [{"path": str(spool), "recursive": True}]})
     st = StateDir(state)
     st.ensure()
@@ -270,14 +274,30 @@ def test_claim_refuses_a_subdirectory_swapped_for_a_symlink(tmp_path: Path) -> N
         clock=lambda: 0.0,
         warn=lambda event, **f: warnings.append((event, f)),
     )
+    assert [e.name for e in os.scandir(spool) if e.is_dir(follow_symlinks=False)] == ["sub"]
+    real_open = os.open
+    swapped: list[str] = []
+
+    def open_racing_a_producer(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if path == "sub" and kw.get("dir_fd") is not None and not swapped:
+            os.rename(spool / "sub", spool / "sub.moved")
+            os.symlink(outside, spool / "sub")
+            swapped.append(path)
+        return real_open(path, flags, *args, **kw)
+
     try:
-        assert claimer.claim(config.spool[0], str(spool / "sub" / "x.trigger")) is None
+        with monkeypatch.context() as m:
+            m.setattr(os, "open", open_racing_a_producer)
+            taken = claimer.claim(config.spool[0], str(spool / "sub" / "x.trigger"))
         ok = publish(spool, "true\n", name="ok.trigger")
         assert claimer.claim(config.spool[0], str(ok)) is not None
     finally:
         claimer.close()
-    assert victim.exists()
-    assert len(list(st.claimed.iterdir())) == 1
+    assert swapped, "the claim never opened 'sub' on its own: the swap did not happen in it"
+    assert taken is None
+    assert victim.exists(), "the file outside the spool was claimed through the symlink"
+    assert (spool / "sub.moved" / listed.name).exists(), "the listed trigger was lost"
+    assert [p.name.split(".", 2)[2] for p in st.claimed.iterdir()] == ["ok.trigger"]
     assert warnings and warnings[0][0] == "not_followed"
     assert "'sub' is a symlink" in warnings[0][1]["reason"]
 
