@@ -150,7 +150,9 @@ def test_readme_quick_start_runs_as_written(installed: Installed, tmp_path: Path
         wait_until(lambda: "event=ready" in log.read_text() or daemon.poll() is not None,
                    timeout=30, what="event=ready")  # fmt: skip
         assert daemon.poll() is None, log.read_text()
-        res = installed.run(commands, cwd=installed.home)  # the second terminal
+        # The second terminal, with a desktop's umask 002: the README's shell publish must
+        # still give a trigger nobody else could have edited.
+        res = installed.run(commands, cwd=installed.home, umask=0o002)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "hello.trigger" in res.stdout, res.stdout  # the jobs table names the trigger
 
