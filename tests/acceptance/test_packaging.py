@@ -4,6 +4,7 @@ else; `python -m spoolq` and the console script both work."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +40,15 @@ def test_the_wheel_holds_only_the_package(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("spoolq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert all(n.startswith(("spoolq/", "spoolq-")) for n in names), names
-    assert "spoolq/store/sql/sqlite/001_initial.sql" in names  # migrations ship
-    assert "spoolq/store/sql/sqlite/002_settled_index.sql" in names
-    assert "spoolq/examples/duckdb_load.py" in names  # the demo's loader ships
+    # Everything of the package ships: every module, every numbered migration of every
+    # dialect, the named queries, the demo's loader, ... (a new one is checked as it lands).
+    source = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "spoolq").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    migrations = {n for n in source if re.fullmatch(r"spoolq/store/sql/\w+/\d{3}_\w+\.sql", n)}
+    assert migrations, "no migrations found under spoolq/store/sql/<dialect>/"
+    assert source - set(names) == set(), "files of the package missing from the wheel"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "spoolq = spoolq.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
