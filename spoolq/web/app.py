@@ -81,17 +81,18 @@ def create_app(ctx: WebContext) -> FastAPI:
     def _login(request: Request, exc: pages.NotLoggedIn) -> Response:
         if request.url.path.startswith("/ui/"):
             return JSONResponse({"detail": "log in first"}, 401)
-        return pages.login_form(request)
+        return pages.login_form(request, back_to=exc.path)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _explain(exc.errors())}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None)
-        )
+    def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if request.url.path.startswith(("/api/", "/ui/")) or request.url.path in _PLAIN:
+            return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers)
+        return pages.error_page(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -99,6 +100,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         return JSONResponse({"detail": "internal error; the server's log has the details"}, 500)
 
     return app
+
+
+_PLAIN = ("/healthz", "/metrics")
 
 
 def _explain(errors: Any) -> str:

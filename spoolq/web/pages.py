@@ -64,6 +64,10 @@ def _render(name: str, http_status: int = 200, **data: Any) -> HTMLResponse:
     return HTMLResponse(html, http_status, headers={"Cache-Control": "no-store"})
 
 
+def error_page(code: int, message: str) -> HTMLResponse:
+    return _render("error.html", code, title=str(code), code=code, message=message, where="")
+
+
 def _where(ctx: WebContext) -> str:
     return f"{ctx.store.name} store · {socket.gethostname()}"
 
@@ -83,8 +87,10 @@ def logged_in(request: Request) -> WebContext:
 Page = Annotated[WebContext, Depends(logged_in)]
 
 
-def login_form(request: Request, error: str = "", http_status: int = 401) -> HTMLResponse:
-    nxt = request.query_params.get("next") or "/"
+def login_form(
+    request: Request, error: str = "", http_status: int = 401, back_to: str | None = None
+) -> HTMLResponse:
+    nxt = back_to or request.query_params.get("next") or "/"
     return _render(
         "login.html", http_status, title="Log in", error=error, next=_safe_next(nxt), where=""
     )
@@ -110,7 +116,9 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else "?"
     if not valid(ctx.token, token):
         ctx.log.warn("web_login_refused", client=client)
-        return login_form(request, "That is not the token. It is in the server's token_file.")
+        return login_form(
+            request, "That is not the token. It is in the server's token_file.", back_to=nxt
+        )
     ctx.log.emit("web_login", client=client)
     resp = RedirectResponse(nxt, 303)
     resp.set_cookie(
