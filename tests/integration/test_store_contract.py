@@ -28,7 +28,7 @@ from spoolq.jobs import AttemptResult, DaemonInfo, Job, JobSpec, JobState, NewJo
 from spoolq.store import Listener, Store, open_store, queries
 from spoolq.store.sqlbase import SqlStore
 from spoolq.store.sqlite import SqliteStore
-from tests.conftest import POSTGRES_URL, import_or_skip, postgres_admin
+from tests.conftest import POSTGRES_URL, import_or_skip, postgres_admin, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -402,40 +402,60 @@ def test_a_claim_starts_no_more_than_the_limit_whatever_plan_the_server_picks(
         kit.close()
 
 
-def test_a_claim_whose_lane_appeared_after_its_lock_is_rolled_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.postgres
+def test_two_claims_racing_the_first_jobs_of_a_new_lane_never_exceed_its_limit(
+    tmp_path: Path,
 ) -> None:
-    """On PostgreSQL a lane row committed between the lock (which found nothing, so held
-    nothing) and the count could let two claims fill one slot. The claim sees that its lock
-    found no lane yet jobs were started, and rolls back. The race itself cannot be timed
-    from outside, so the lock's answer is made "no lane" here, on a real store."""
-    store = SqliteStore(tmp_path / "spoolq.db")
-    try:
-        store.set_lanes({"db": 1})
-        (job,) = store.enqueue([new_job(lane="db")], dedup_window=WINDOW, now=T0)
-        begin = store._begin
+    """On PostgreSQL each statement of a claim sees what was committed when it began. Two
+    daemons claim in a lane that does not exist yet: each one's lock of the lane row finds
+    nothing, so holds nothing; then, before they count the lane's running jobs, the lane and
+    its first jobs are committed. Both counts would see the one slot free. The interleaving
+    is made to happen on the server: a third connection holds a table lock that the claims'
+    counting statement must wait for (its snapshot is taken once the wait is over), and
+    commits the new lane and its jobs in the same transaction that lets go of the lock."""
+    psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
+    kit = StoreKit("postgresql", tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(kit.close)
+        setup = kit.open()
+        # The jobs, made by the store itself in a lane of their own; the gate moves them.
+        setup.enqueue([new_job(lane="staging") for _ in range(2)], dedup_window=WINDOW, now=T0)
+        claimers = [kit.open(), kit.open()]
+        gate = stack.enter_context(psycopg.connect(kit.url))
+        watch = stack.enter_context(psycopg.connect(kit.url, autocommit=True))
+        gate.execute("LOCK TABLE spoolq_jobs IN EXCLUSIVE MODE")
+        results: list[object] = [None, None]
 
-        @contextlib.contextmanager
-        def lock_finds_nothing() -> Iterator[object]:
-            with begin() as tx:
-                real_send = tx.send
+        def claim(i: int) -> None:
+            try:
+                results[i] = claimers[i].claim_batch("db", f"d{i}", T0 + 1)
+            except BaseException as exc:
+                results[i] = exc
 
-                def send(query: str, /, **params: object) -> Callable[[], None]:
-                    real_send(query, **params)
-                    return lambda: None
-
-                monkeypatch.setattr(tx, "send", send)
-                yield tx
-
-        monkeypatch.setattr(store, "_begin", lock_finds_nothing)
-        with pytest.raises(StoreUnavailable, match="created while being claimed"):
-            store.claim_batch("db", "d1", T0 + 1)
-        monkeypatch.undo()
-        assert store.get(job.id).state is JobState.QUEUED  # nothing of the claim was kept
-        assert store.attempts(job.id) == []
-        assert [j.id for j in store.claim_batch("db", "d1", T0 + 2)] == [job.id]
-    finally:
-        store.close()
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE relation = 'spoolq_jobs'::regclass AND NOT granted"
+        )
+        wait_until(
+            lambda: watch.execute(waiting).fetchone() == (2,),
+            30,
+            "both claims to have locked their (missing) lane and to wait to count",
+        )
+        gate.execute("INSERT INTO spoolq_lanes (name, concurrency) VALUES ('db', 1)")
+        gate.execute("UPDATE spoolq_jobs SET lane = 'db' WHERE lane = 'staging'")
+        gate.commit()
+        for t in threads:
+            t.join(30)
+        # Each claim took what the limit allows, or was refused as a transient fault (the
+        # daemon backs off and claims again); none was left half done.
+        assert all(isinstance(r, list | StoreUnavailable) for r in results), results
+        claimed = [job for r in results if isinstance(r, list) for job in r]
+        assert len(claimed) <= 1, f"{len(claimed)} jobs started in a lane of 1"
+        assert len(setup.running_jobs()) == len(claimed)
+        assert len(setup.claim_batch("db", "d3", T0 + 2)) == 1 - len(claimed)
+        assert len(setup.running_jobs()) == 1
 
 
 def test_a_home_claims_only_its_own_jobs_but_shares_the_lane_limit(store: Store) -> None:
@@ -1035,6 +1055,30 @@ def test_sqlite_fresh_file_is_migrated_to_the_latest_version(tmp_path: Path) -> 
         db.close()
 
 
+def back_to_schema_1(db: sqlite3.Connection) -> None:
+    """Make a store file look as the first release left it: drop what every later migration
+    created, and make again (from migration 1) what they dropped, so that a new migration
+    is undone here without being listed."""
+    first, *later = [script for _, script in queries.migrations("sqlite")]
+    later_sql = "\n".join(later)
+    assert not re.search(r"\bALTER\s+TABLE\b", later_sql, re.I), "undo ALTER TABLE here"
+    kinds = ("TRIGGER", "VIEW", "INDEX", "TABLE")  # dependants first
+    created = re.findall(
+        r"\bCREATE\s+(?:UNIQUE\s+)?(TRIGGER|VIEW|INDEX|TABLE)\s+(?:IF NOT EXISTS\s+)?(\w+)",
+        later_sql,
+        re.I,
+    )
+    for kind, name in sorted(created, key=lambda c: kinds.index(c[0].upper())):
+        db.execute(f"DROP {kind} IF EXISTS {name}")
+    dropped = re.findall(
+        r"\bDROP\s+(TRIGGER|VIEW|INDEX|TABLE)\s+(?:IF EXISTS\s+)?(\w+)", later_sql, re.I
+    )
+    for kind, name in dropped:
+        (create,) = re.findall(rf"\bCREATE\s+(?:UNIQUE\s+)?{kind}\s+{name}\b[^;]*", first, re.I)
+        db.execute(create)
+    db.execute("PRAGMA user_version = 1")
+
+
 def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> None:
     """A store written by the first release (schema 1, with the index on every state)
     opens, moves to the latest schema and counts what it held."""
@@ -1046,13 +1090,16 @@ def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> N
     queued = enqueue1(store)
     store.close()
     db = sqlite3.connect(path)
-    try:  # back to schema 1, as the first release left it
-        db.execute("DROP INDEX jobs_settled")
-        db.execute("CREATE INDEX jobs_state ON jobs (state, seq)")
-        db.execute("PRAGMA user_version = 1")
+    release_1 = sqlite3.connect(":memory:")
+    try:
+        back_to_schema_1(db)
         db.commit()
+        release_1.executescript(queries.migrations("sqlite")[0][1])
+        objects = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        assert set(db.execute(objects)) == set(release_1.execute(objects))
     finally:
         db.close()
+        release_1.close()
     store = SqliteStore(path)
     try:
         assert user_version(path) == LATEST
@@ -1064,19 +1111,17 @@ def test_sqlite_file_of_version_1_is_upgraded_with_its_jobs(tmp_path: Path) -> N
         store.close()
 
 
-# Everything the daemon asks per job and per heartbeat. With 100,000 jobs queued, one of
-# these walking the whole jobs table costs ~30 ms a heartbeat: 0.3 % of a core at idle,
-# three times the idle target (issue 5), which is how `running_jobs` was caught.
-DAEMON_QUERIES = (
-    "insert_job", "find_duplicate", "lock_lane", "start_batch",
-    "insert_attempt", "mark_started", "close_attempt", "finish_job", "requeue_job",
-    "running_jobs", "running_jobs_of", "cancel_requests", "next_due", "lanes_with_work",
-    "heartbeat", "get_job", "known_ids",
-)  # fmt: skip
+# Every named query, except the listings an operator asks for (newest first, a page at a
+# time: walking the table backwards from its end is their plan). With 100,000 jobs queued,
+# a daemon query walking the whole jobs table costs ~30 ms a heartbeat: 0.3 % of a core at
+# idle, three times the idle target, which is how `running_jobs` was caught. A new query is
+# checked as soon as it is added to sqlite.sql.
+LISTINGS = {"list_jobs", "list_jobs_page"}
+SQLITE_QUERIES = sorted(set(queries.load("sqlite.sql")) - LISTINGS)
 
 
-@pytest.mark.parametrize("name", DAEMON_QUERIES)
-def test_sqlite_daemon_queries_never_walk_the_whole_jobs_table(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name", SQLITE_QUERIES)
+def test_sqlite_queries_never_walk_the_whole_jobs_table(tmp_path: Path, name: str) -> None:
     store = SqliteStore(tmp_path / "spoolq.db")
     try:
         sql = queries.load("sqlite.sql")[name]
@@ -1086,6 +1131,10 @@ def test_sqlite_daemon_queries_never_walk_the_whole_jobs_table(tmp_path: Path, n
         store.close()
     scans = [step for step in plan if re.match(r"SCAN (jobs|j)\b(?! USING)", step)]
     assert not scans, f"{name}: {plan}"
+
+
+def test_the_listings_allowed_to_walk_the_table_are_queries_that_exist() -> None:
+    assert set(queries.load("sqlite.sql")) >= LISTINGS
 
 
 def test_sqlite_reopening_is_idempotent_and_keeps_the_jobs(tmp_path: Path) -> None:
@@ -1100,35 +1149,66 @@ def test_sqlite_reopening_is_idempotent_and_keeps_the_jobs(tmp_path: Path) -> No
     assert user_version(path) == LATEST
 
 
+OPENER = """
+import sys
+from pathlib import Path
+from spoolq.store.sqlite import SqliteStore
+
+print("ready", flush=True)
+for line in sys.stdin:  # a path: open (create, migrate) the store there and write to it
+    try:
+        store = SqliteStore(Path(line.strip()))
+        store.set_lanes({sys.argv[1]: 1})
+        store.close()
+        print("ok", flush=True)
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}".replace("\\n", " "), flush=True)
+"""
+
+
 def test_sqlite_two_processes_opening_a_fresh_file_at_once_both_work(tmp_path: Path) -> None:
-    """Two daemons (or a daemon and a CLI) started together on a new state directory."""
-    for attempt in range(10):
-        path = tmp_path / f"race{attempt}" / "spoolq.db"
-        barrier = threading.Barrier(2, timeout=30)
-        errors: list[BaseException] = []
-        opened: list[Store] = []
-
-        def open_it(
-            path: Path, barrier: threading.Barrier, opened: list[Store], errors: list[BaseException]
-        ) -> None:
+    """Two daemons (or a daemon and a CLI) started together on a new state directory: two
+    processes, since SQLite's locks between processes are not those between threads."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, f"lane{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for i in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for attempt in range(10):
+            path = tmp_path / f"race{attempt}" / "spoolq.db"
+            for child in children:  # both are waiting on their stdin: go at once
+                assert child.stdin is not None
+                child.stdin.write(f"{path}\n")
+                child.stdin.flush()
+            answers = [child.stdout.readline() for child in children if child.stdout]
+            assert answers == ["ok\n", "ok\n"], f"attempt {attempt}: {answers}"
+            assert user_version(path) == LATEST
+            store = SqliteStore(path)
             try:
-                barrier.wait()
-                opened.append(SqliteStore(path))
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=open_it, args=(path, barrier, opened, errors)) for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        for s in opened:
-            enqueue1(s)
-            s.close()
-        assert not errors, errors
-        assert user_version(path) == LATEST
+                assert {"lane0", "lane1"} <= {lane.name for lane in store.lane_status()}
+                enqueue1(store)
+            finally:
+                store.close()
+    finally:
+        for child in children:
+            if child.stdin:
+                child.stdin.close()
+            try:
+                child.wait(30)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait(10)
+                if child.stdout:
+                    child.stdout.close()
 
 
 def test_sqlite_verify_notices_a_replaced_file_and_reopen_recovers(tmp_path: Path) -> None:
