@@ -285,10 +285,13 @@ def test_cancel_a_running_job_terminates_its_process_group(env: Env) -> None:
 
     res = env.cli("cancel", job_id[:12].lower(), check=True)
     assert job_id in res.stdout and "terminating" in res.stdout
-    # SPEC: within 1 s. The deadline here is generous; a slow CI box must not flake.
-    d.wait_for("cancelled", job=job_id, timeout=5)
-    assert process_gone(leader), "the job's shell survived cancel"
-    assert process_gone(child), "a process the job started survived cancel"
+    # The daemon reacts within 1 s (a timing: bench/ measures such things). Here the deadline
+    # only stops a hang; it is generous because a loaded CI box can stall a process for
+    # seconds, and what is checked is the order: cancelled, then nothing of the job is left.
+    d.wait_for("cancelled", job=job_id, timeout=60)
+    assert process_gone(leader), "the job's shell survived cancel"  # reaped before the event
+    # The group got its SIGTERM before the event; the child may still be on its way out.
+    wait_until(lambda: process_gone(child), 60, "the job's child to die of the cancel")
 
     job = env.job(job_id)
     assert job["state"] == "cancelled" and job["reason"] == "cancelled"
@@ -320,7 +323,8 @@ def test_pause_holds_a_lane_while_others_run_and_resume_releases_it(env: Env) ->
     assert lanes["held"]["queued"] == 1 and lanes["held"]["running"] == 0
 
     assert "lane held resumed" in env.cli("resume", "held", check=True).stdout
-    d.wait_for("succeeded", job=held, timeout=5)
+    # Resumed within 1 s (a timing, for bench/); the deadline only stops a hang.
+    d.wait_for("succeeded", job=held, timeout=60)
     lanes = {lane["name"]: lane for lane in env_status(env)["lanes"]}
     assert lanes["held"]["paused"] is False and lanes["held"]["queued"] == 0
 
