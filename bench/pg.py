@@ -6,7 +6,7 @@ PostgreSQL server at URL (default ``$SPOOLQ_BENCH_POSTGRES``, else
 schema of its own, dropped afterwards:
 
 - the store's verbs alone: recording a batch of 64 claimed triggers (``enqueue``) and a busy
-  lane's hand-off (``finish_deferred`` one job, ``claim_batch`` the next, one transaction),
+  lane's hand-off (``end_attempt`` of one job, ``claim_batch`` the next, one transaction),
   medians;
 - ``spoolq run`` with N triggers renamed into its spool at once, one lane at concurrency 1,
   then 2: jobs/s from the first rename to the last job's start (its own stamp);
@@ -41,7 +41,7 @@ from bench.common import (
     scratch,
 )
 from spoolq.claims import new_job_id
-from spoolq.jobs import AttemptResult, JobSpec, JobState, NewJob
+from spoolq.jobs import AttemptResult, JobSpec, NewJob
 from spoolq.store import open_store
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -127,7 +127,7 @@ def verbs(url: str, handoffs: int) -> dict[str, float]:
             for _ in range(handoffs):
                 t0 = time.perf_counter()
                 with store.atomic():  # as the daemon hands off
-                    ended = store.finish_deferred(current, OK, JobState.SUCCEEDED, time.time())
+                    ended = store.end_attempt(current, OK, None, time.time())
                     (current,) = store.claim_batch("default", "bench", time.time())
                 ended()
                 times.append(time.perf_counter() - t0)

@@ -5,51 +5,40 @@ new job id. The rename is the single atomic step that decides ownership: of seve
 (or duplicate events) only one rename succeeds. Only then is the file opened, checked and
 parsed, so the file that is judged is the file that was claimed. The job row is written
 after the rename; a crash in between leaves a claimed file with no row, which
-``Claimer.reconcile`` turns back into a job at the next start (never into two jobs: the id
+``Claimer.orphans`` turns back into a job at the next start (never into two jobs: the id
 is in the file name).
+
+Owns the claim and ``judge()``, the one verdict on a trigger file (trust checks, then
+parsing) that ``spoolq check`` gives too. Leaves the state directory's layout to
+``statedir`` and the job rows to the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ulid import ULID
 
 from spoolq.config import Config, SpoolConfig
 from spoolq.errors import StoreUnavailable, TriggerRejected
 from spoolq.faults import crash_point
-from spoolq.jobs import ARCHIVE_DIR, Job, JobState, NewJob
+from spoolq.jobs import Job, JobSpec, JobState, NewJob
+from spoolq.statedir import ARCHIVE_DIR, StateDir, reason_path
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy, open_dir_beneath, read_trigger, text_path
 
-SUBDIRS = ("claimed", "done", "failed", "cancelled", "rejected", "logs")
 _MAX_BASE = 180  # keeps "<26-char id>.<8-char tag>.<base>" under NAME_MAX
 
 
-@dataclass(frozen=True, slots=True)
-class StateDir:
-    root: Path
-
-    def ensure(self) -> None:
-        for sub in SUBDIRS:
-            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
-
-    @property
-    def claimed(self) -> Path:
-        return self.root / "claimed"
-
-    @property
-    def home(self) -> str:
-        """host:state_dir - where a job's trigger and log live, and so where it runs."""
-        return f"{socket.gethostname()}:{self.root}"
-
-    def log_path(self, job_id: str) -> str:
-        return f"{self.root}{os.sep}logs{os.sep}{job_id}.log"  # str(root / "logs" / ...)
+def judge(dir_fd: int, name: str, policy: TrustPolicy, config: Config, spool_dir: str) -> JobSpec:
+    """Open ``name`` in ``dir_fd`` as the daemon does (never following a link, never
+    blocking), check it against the trust policy and parse it. TriggerRejected with the
+    reason; OSError if it cannot be read at all."""
+    tf = read_trigger(dir_fd, name, policy)
+    return parse_trigger(tf.text, config, spool_dir=spool_dir)
 
 
 def new_job_id() -> str:
@@ -172,8 +161,7 @@ class Claimer:
         spec = None
         try:
             if reason is None:
-                tf = read_trigger(self._claimed_fd, name, self.policy)
-                spec = parse_trigger(tf.text, self.config, spool_dir=origin.directory)
+                spec = judge(self._claimed_fd, name, self.policy, self.config, origin.directory)
         except TriggerRejected as exc:
             reason = exc.reason
         except FileNotFoundError:
@@ -203,8 +191,8 @@ class Claimer:
     # -- after the store has spoken ----------------------------------------------------------
     def place_rejected(self, job: Job) -> bool:
         """Move a rejected trigger to rejected/ with a .reason file beside it."""
-        target = self.state.root / "rejected" / Path(job.claimed_path).name
-        reason_file = target.with_name(target.name + ".reason")
+        target = job.file_path
+        reason_file = reason_path(job.claimed_path)
         text = f"{job.reason}\ntrigger: {job.trigger}\njob: {job.id}\n"
         try:
             reason_file.write_text(text, encoding="utf-8")
@@ -226,7 +214,7 @@ class Claimer:
         try:
             if job.state is JobState.SUCCEEDED and job.on_success == "delete":
                 os.unlink(src)
-            elif directory == self._claimed_dir and job.state in ARCHIVE_DIR:
+            elif directory == self._claimed_dir and job.state.value in ARCHIVE_DIR:
                 # Relative to held directory fds: no walk of two long paths per job.
                 os.rename(
                     name, name, src_dir_fd=self._claimed_fd, dst_dir_fd=self._archive_fd(job.state)
@@ -278,7 +266,7 @@ class Claimer:
                 del self._archive_fds[sub]
 
     def _archive_fd(self, state: JobState) -> int:
-        sub = ARCHIVE_DIR[state]
+        sub = ARCHIVE_DIR[state.value]
         fd = self._archive_fds.get(sub)
         if fd is None:
             flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

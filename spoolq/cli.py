@@ -11,14 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
 from spoolq import __version__
 from spoolq.api import build_trigger, publish
-from spoolq.claims import Claimer, StateDir
+from spoolq.claims import judge
 from spoolq.config import Config, load_config, parse_duration
 from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import (
@@ -30,15 +30,14 @@ from spoolq.errors import (
     UsageError,
 )
 from spoolq.events import EventLog
-from spoolq.jobs import ARCHIVE_DIR, Job, JobState
-from spoolq.runner import daemon_alive
+from spoolq.jobs import JobState
+from spoolq.lifecycle import Backoff
+from spoolq.procs import daemon_alive
 from spoolq.serialize import job_detail, job_list, status_dict
+from spoolq.statedir import StateDir
 from spoolq.store import Store, open_store
 from spoolq.triggers import parse_trigger
-from spoolq.trust import TrustPolicy, read_trigger
-
-if TYPE_CHECKING:
-    pass
+from spoolq.trust import TrustPolicy
 
 
 @dataclass
@@ -50,15 +49,7 @@ class Settings:
         return load_config(self.config_path, **extra)
 
     def state(self, config: Config) -> StateDir:
-        """--state-dir/$SPOOLQ_STATE_DIR, else the config's state_dir (or its first spool's
-        .spoolq/), else ./.spoolq: the same rule for the daemon and every other command."""
-        if self.state_dir is not None:
-            return StateDir(self.state_dir.resolve())
-        if config.state_dir is not None:
-            return StateDir(config.state_dir.resolve())
-        if config.spool:
-            return StateDir(config.spool[0].path.resolve() / ".spoolq")
-        return StateDir(Path(".spoolq").resolve())
+        return StateDir.resolve(self.state_dir, config)
 
     @contextlib.contextmanager
     def store(self) -> Iterator[tuple[Config, StateDir, Store]]:
@@ -172,7 +163,7 @@ def run(
 ) -> None:  # fmt: skip
     """Run the daemon in the foreground: watch DIRS (and the config's spools)."""
     from spoolq.daemon import Daemon
-    from spoolq.runner import ensure_std_fds
+    from spoolq.procs import ensure_std_fds
 
     ensure_std_fds()
 
@@ -194,15 +185,15 @@ def run(
 
         check_exposure(config, config.http.listen)  # before waiting for the store
     log = EventLog(config.log_format)
-    delay = 0.5
+    backoff = Backoff(0.5, 30.0)
     while True:  # a full disk or a locked file at start: wait for it, do not crash-loop
         try:
             store = open_store(config.store, state.root)
             break
         except StoreUnavailable as exc:
+            delay = backoff.failed()
             log.error("store_unavailable", error=str(exc), retry_in=delay)
             time.sleep(delay)
-            delay = min(30.0, delay * 2)
     web = None
     try:
         daemon = Daemon(config, state, store, log)
@@ -393,18 +384,6 @@ def logs(s: Settings, job_ref: str, follow: bool) -> None:
             time.sleep(0.2)
 
 
-def _move_file(state: StateDir, job: Job) -> None:
-    """After a control change, put the trigger where the job's new state says."""
-    name = Path(job.claimed_path).name
-    target = job.file_path
-    for sub in ("claimed", *ARCHIVE_DIR.values()):
-        src = state.root / sub / name
-        if src != target and src.exists():
-            with contextlib.suppress(OSError):
-                os.rename(src, target)
-            return
-
-
 @cli.command()
 @click.argument("job_refs", nargs=-1, shell_complete=_complete_job)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
@@ -423,7 +402,7 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
         try:
             for job_id in ids:
                 job = store.retry(job_id, time.time())
-                _move_file(state, job)
+                state.place(job.claimed_path, job.state.value)
                 click.echo(f"{job.id} queued again (attempt {job.attempts + 1} next)")
         finally:
             store.notify()
@@ -442,7 +421,7 @@ def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
                 now = time.time()
                 job = store.cancel(job_id, now)
                 if job.state is JobState.CANCELLED:
-                    _move_file(state, job)
+                    state.place(job.claimed_path, job.state.value)
                     click.echo(f"{job.id} cancelled")
                     continue
                 owner = next((d for d in store.daemons() if d.id == job.owner), None)
@@ -499,8 +478,7 @@ def check(s: Settings, triggers: tuple[Path, ...]) -> None:
             click.echo(f"{path}: cannot open its directory: {exc.strerror or exc}")
             continue
         try:
-            tf = read_trigger(fd, path.name, policy)
-            spec = parse_trigger(tf.text, config, spool_dir=path.parent.resolve())
+            spec = judge(fd, path.name, policy, config, str(path.parent.resolve()))
         except TriggerRejected as exc:
             bad += 1
             click.echo(f"{path}: rejected: {exc.reason}")
@@ -536,11 +514,7 @@ def prune(s: Settings, older: str) -> None:
         # revived there as a new job.
         removed = store.prune(time.time() - age, state.home)
         for job in removed:
-            archived = job.file_path
-            for path in (archived, Path(f"{archived}.reason"), Path(job.claimed_path),
-                         Path(job.log)):  # fmt: skip
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            state.remove(job.claimed_path, job.state.value, job.log)
     click.echo(f"pruned {len(removed)} job(s)")
 
 
@@ -602,4 +576,4 @@ def main(argv: list[str] | None = None) -> NoReturn:
     raise SystemExit(0)
 
 
-__all__ = ["Claimer", "cli", "main"]
+__all__ = ["cli", "main"]

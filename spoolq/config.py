@@ -266,6 +266,18 @@ class Config(_Model):
         cfg = self.lanes.get(lane)
         return cfg.concurrency if cfg else 1
 
+    def lane_limits(self) -> dict[str, int]:
+        """Every lane the config names (its lanes, its spools' and templates' lanes, and
+        ``default``), with its concurrency: 1 where no [lanes.X] says otherwise."""
+        lanes = {name: lane.concurrency for name, lane in self.lanes.items()}
+        for spool in self.spool:
+            lanes.setdefault(spool.lane, 1)
+        lanes.setdefault("default", 1)
+        for tmpl in self.jobs.values():
+            if tmpl.lane:
+                lanes.setdefault(tmpl.lane, 1)
+        return lanes
+
 
 ENV_KEYS = {
     "store": "SPOOLQ_STORE",

@@ -4,8 +4,9 @@
 SIGKILL: no cleanup, no flush) with that probability at each named point, so that the
 harness reaches the narrow windows between a rename and a commit that random kills rarely
 hit. Points: claimed (trigger renamed, no row yet), enqueued (row committed, not yet
-dispatched), started (claimed in the store, process not spawned), finished (outcome
-committed, trigger not yet archived).
+dispatched), started (claimed in the store, process not spawned), spawned (process
+running, its pid not yet recorded), finished (outcome committed, trigger not yet
+archived).
 """
 
 from __future__ import annotations

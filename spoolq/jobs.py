@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spoolq.statedir import archive_path
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"
@@ -26,14 +28,6 @@ class JobState(enum.StrEnum):
 
 
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED})
-
-# Where the trigger file of a finished job lives, relative to the state directory.
-ARCHIVE_DIR = {
-    JobState.SUCCEEDED: "done",
-    JobState.FAILED: "failed",
-    JobState.CANCELLED: "cancelled",
-    JobState.REJECTED: "rejected",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +125,7 @@ class Job:
     @property
     def file_path(self) -> Path:
         """Where the trigger file is now (claimed/ while live, an archive dir when finished)."""
-        claimed = Path(self.claimed_path)
-        sub = ARCHIVE_DIR.get(self.state)
-        return claimed.parent.parent / sub / claimed.name if sub else claimed
+        return archive_path(self.claimed_path, self.state.value)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,8 @@ import socket
 import threading
 from collections import deque
 
+from spoolq.procs import process_alive
+
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 MODE = 0o640
 
@@ -42,8 +44,6 @@ class LogPool:
         # pid-token-n-host: the token tells this pool's spares from those of an earlier
         # daemon that had the same pid (in a container the daemon is often pid 1 at every
         # start); the host keeps us off the spares of a daemon elsewhere sharing the dir.
-        from spoolq.runner import process_alive  # runner imports this module
-
         me, token, host = os.getpid(), os.urandom(4).hex(), socket.gethostname()
         self._names = (f"{me}-{token}-{i}-{host}" for i in itertools.count())
         for name in os.listdir(directory):  # spares of daemons that were killed

@@ -1,8 +1,10 @@
-"""Running one job: its own process group, output straight to its log file, resource use
-from the kernel, and termination by escalation (SIGTERM to the group, grace, SIGKILL).
+"""One running attempt of a job and its spawn: its own process group, output straight to
+its log file, resource use from the kernel, and termination by escalation (SIGTERM to the
+group, grace, SIGKILL).
 
-The daemon's event loop owns the waiting: each running step exposes a pidfd to poll, and
-``deadline()`` tells when the loop must come back to escalate a timeout or cancel.
+Owns one attempt's processes. The supervisor owns the set of running attempts and the
+waiting: each running step exposes a pidfd to poll, and ``deadline()`` tells when the loop
+must come back to escalate a timeout or cancel. Reading ``/proc`` is ``procs``'s.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import os
 import select
 import shlex
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from spoolq import logfiles
-from spoolq.jobs import AttemptResult, DaemonInfo, Job, stamp
+from spoolq.faults import crash_point
+from spoolq.jobs import AttemptResult, Job, stamp
+from spoolq.procs import group_alive, killpg, signame
 
 Clock = Callable[[], float]
 GROUP_RECHECK = 0.05  # seconds between checks that a terminated job's group has exited
@@ -96,6 +98,9 @@ class RunningJob:
             self._note(why)
             self._end(None, why)
             return
+        # The child is running and its pid is not yet in the store: a daemon killed here
+        # leaves a job that only its SPOOLQ_JOB_ID marker leads the next start to.
+        crash_point("spawned")
         self.pidfd = os.pidfd_open(self.leader)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -122,14 +127,14 @@ class RunningJob:
             return
         if self.leader is None:
             # Leader gone; wait for the rest of the group until the grace ends.
-            if not _group_alive(self._pgid) or now >= self.kill_at:
-                _killpg(self._pgid, signal.SIGKILL)
+            if not group_alive(self._pgid) or now >= self.kill_at:
+                killpg(self._pgid, signal.SIGKILL)
                 self._end(self._exit_code, self.stop_reason)
             else:
                 self.recheck_at = now + GROUP_RECHECK
         elif now >= self.kill_at:
             self._note(f"still running {self.job.kill_grace:g}s after SIGTERM: SIGKILL")
-            _killpg(self.leader, signal.SIGKILL)
+            killpg(self.leader, signal.SIGKILL)
             self.kill_at = now + 3600  # wait for the reap; SIGKILL cannot be ignored
 
     def terminate(self, reason: str) -> None:
@@ -139,7 +144,7 @@ class RunningJob:
         self.stop_reason = reason
         self._note(f"terminating ({reason}): SIGTERM to the process group")
         if self.leader is not None:
-            _killpg(self.leader, signal.SIGTERM)
+            killpg(self.leader, signal.SIGTERM)
         self.kill_at = self.clock() + self.job.kill_grace
 
     def on_exit(self) -> None:
@@ -155,13 +160,13 @@ class RunningJob:
         self.leader = None
         if self.stop_reason is not None:
             self._exit_code = code
-            if _group_alive(pid) and self.kill_at is not None:
+            if group_alive(pid) and self.kill_at is not None:
                 self.recheck_at = self.clock() + GROUP_RECHECK
                 return  # tick() finishes once the group is gone or the grace ends
             self._end(code, self.stop_reason)
             return
         if code != 0:
-            reason = f"exit {code}" if code > 0 else f"killed by {_signame(-code)}"
+            reason = f"exit {code}" if code > 0 else f"killed by {signame(-code)}"
             if len(self.steps) > 1:
                 reason += f" at step {self.step + 1}/{len(self.steps)}"
             self._note(reason)
@@ -197,14 +202,14 @@ class RunningJob:
         """Terminate the group and wait for it (blocking, at most kill_grace + a moment);
         for emergencies where the event loop cannot wait."""
         if self.leader is not None and self.pidfd is not None:
-            _killpg(self.leader, signal.SIGTERM)
+            killpg(self.leader, signal.SIGTERM)
             exited = select.poll()
             exited.register(self.pidfd, select.POLLIN)
             if not exited.poll(self.job.kill_grace * 1000):
-                _killpg(self.leader, signal.SIGKILL)
+                killpg(self.leader, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.leader, 0)
-            _killpg(self.leader, signal.SIGKILL)  # anything the leader left behind
+            killpg(self.leader, signal.SIGKILL)  # anything the leader left behind
             self.leader = None
         self.abandon()
 
@@ -284,150 +289,3 @@ def _lookup(name: str, env: Mapping[str, str]) -> str:
     if denied is not None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-
-
-def ensure_std_fds() -> None:
-    """Open /dev/null on any of fds 0-2 that is closed, so that no file the daemon opens
-    later gets one of those numbers (a job's stdin/stdout/stderr are dup2()ed onto them)."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
-            if null > 2:
-                os.close(null)
-    # Python found them closed at start and set the streams to None: the event log writes
-    # to sys.stderr.
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
-    if sys.stderr is None:
-        sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
-
-
-def seal_fds() -> None:
-    """Make every fd above stderr close-on-exec: fds inherited from whoever started the
-    daemon, and those libraries open without O_CLOEXEC (inotify_init), must not reach jobs."""
-    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
-        fd = int(name)
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _live_member(pgid)
-
-
-def _live_member(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` is more than a zombie. killpg(pgid, 0) succeeds
-    for a group whose members are all dead but not yet reaped: orphans are reaped by init,
-    which can take seconds (or forever when init does not reap, e.g. spoolq as PID 1 in a
-    container), and a cancelled or timed-out job would wait for kill_grace meanwhile."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return True  # no procfs: trust killpg
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        # After the command name: state, ppid, pgrp, ...
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-            return True
-    return False
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def pid_start_time(pid: int) -> str:
-    """The kernel's start time of ``pid`` (clock ticks since boot), '' if unknown; with the
-    pid it names one process even after the pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return ""
-    # The command name may contain spaces and parentheses; fields resume after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
-def process_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not start or pid_start_time(pid) == start
-
-
-def job_process_groups(job_id: str, pid: int | None = None, start: str = "") -> set[int]:
-    """Process groups on this host still running the job: the recorded pid's group if that
-    process is still the one we started, and every process whose environment carries
-    ``SPOOLQ_JOB_ID=<job_id>`` (which also finds a job whose pid never reached the store,
-    and the steps after the first)."""
-    groups: set[int] = set()
-    if pid and process_alive(pid, start):
-        groups.add(pid)
-    marker = f"SPOOLQ_JOB_ID={job_id}\0".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                if marker not in fh.read() + b"\0":
-                    continue
-            groups.add(os.getpgid(int(entry.name)))
-        except (OSError, ProcessLookupError):
-            continue  # gone, or not ours to read
-    return groups
-
-
-def daemon_alive(info: DaemonInfo, now: float, stale_after: float) -> bool:
-    """On this host the kernel knows (pid and its start time: a kill -9 shows at once); a
-    daemon on another host is alive while its heartbeat is fresh."""
-    if info.host == socket.gethostname():
-        return process_alive(info.pid, info.pid_start)
-    return info.heartbeat_at >= now - stale_after
-
-
-def kill_orphan_groups(groups: set[int], grace: float, sleep: Callable[[float], None]) -> bool:
-    """Terminate the process groups of a job whose daemon died (SIGTERM, grace, SIGKILL).
-
-    Returns True if something was killed. Used before re-queuing, so that a job never runs
-    twice at once in a lane.
-    """
-    alive = {g for g in groups if _group_alive(g)}
-    if not alive:
-        return False
-    for g in alive:
-        _killpg(g, signal.SIGTERM)
-    waited = 0.0
-    while waited < grace and any(_group_alive(g) for g in alive):
-        sleep(0.05)
-        waited += 0.05
-    for g in alive:
-        _killpg(g, signal.SIGKILL)
-    return True

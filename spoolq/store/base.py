@@ -1,13 +1,15 @@
 """The store interface: the job's own verbs, each one transaction.
 
-Lane limits, priorities and ``not_before`` are decided inside ``claim_next``'s transaction,
-so they hold for every process sharing the store. Nothing above this package writes SQL.
+Lane limits, priorities and ``not_before`` are decided inside ``claim_batch``'s
+transaction, so they hold for every process sharing the store. Nothing above this package
+writes SQL, and how a store sends its statements (PostgreSQL's pipeline) stays inside it.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -80,32 +82,29 @@ class Store(abc.ABC):
         that home (host:state_dir), whose trigger and log live there, and jobs with no home;
         the lane limit counts the running jobs of every home."""
 
-    def claim_next(self, lane: str, owner: str, now: float, home: str | None = None) -> Job | None:
-        """``claim_batch`` for one job."""
-        jobs = self.claim_batch(lane, owner, now, home, limit=1)
-        return jobs[0] if jobs else None
-
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...
 
-    def finish(self, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
-        """End the running attempt; ``state`` is succeeded, failed or cancelled."""
-        return self.finish_deferred(job, result, state, now)()
-
     @abc.abstractmethod
-    def finish_deferred(
-        self, job: Job, result: AttemptResult, state: JobState, now: float
+    def end_attempt(
+        self,
+        job: Job,
+        result: AttemptResult,
+        stop_reason: str | None,
+        now: float,
+        *,
+        cancel_requested: bool = False,
+        rng: Callable[[], float] = random.random,
     ) -> Callable[[], Job]:
-        """``finish``, with the finished job read when the returned function is first called
-        (later calls return the same job). Called once the transaction (``atomic()``) has
-        committed, it costs no round trip of its own: a store that sends statements together
-        sends this one with the next statement that waits. After a rolled-back transaction
-        its answer means nothing."""
+        """Close the running attempt of ``job`` and apply what ``lifecycle.decide`` makes of
+        it (succeeded, cancelled, re-queued, retry later, failed), in one transaction that
+        also reads whether an operator asked to cancel the job meanwhile.
 
-    @abc.abstractmethod
-    def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
-        """End the running attempt as failed and queue the job again for ``not_before`` -
-        unless an operator asked to cancel it meanwhile: then it ends cancelled."""
+        The job as stored is read when the returned function is first called (later calls
+        return the same job). Called once the transaction (``atomic()``) has committed, it
+        costs no round trip of its own: a store that sends statements together sends this
+        one with the next statement that waits. After a rolled-back transaction its answer
+        means nothing."""
 
     @abc.abstractmethod
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:

@@ -1,8 +1,8 @@
 """The distributed store: PostgreSQL, shared by ``spoolq run`` on several hosts.
 
-Each verb is one transaction. ``claim_next`` locks the lane's row (``FOR UPDATE``), so
-claims in one lane are serialized across all hosts and the lane limit holds; the queued job
-is taken with ``FOR UPDATE SKIP LOCKED``. Control commands wake daemons with
+Each verb is one transaction. ``claim_batch`` locks the lane's row (``FOR UPDATE``), so
+claims in one lane are serialized across all hosts and the lane limit holds; the queued
+jobs are taken with ``FOR UPDATE SKIP LOCKED``. Control commands wake daemons with
 ``NOTIFY spoolq``. psycopg is imported lazily: ``pip install 'spoolq[postgres]'``.
 
 Transactions run in pipeline mode: ``BEGIN``, the statements a verb does not wait for
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from spoolq.errors import ConfigError, StoreError, StoreUnavailable
 from spoolq.store import queries
-from spoolq.store.sqlbase import Pending, Row, SqlStore, Tx
+from spoolq.store.rows import Row
+from spoolq.store.sqlbase import Pending, SqlStore, Tx
 
 if TYPE_CHECKING:
     import psycopg

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from spoolq.errors import JobNotFound, SpoolqError, StoreUnavailable
@@ -25,14 +25,14 @@ from spoolq.jobs import (
     AttemptResult,
     DaemonInfo,
     Job,
-    JobSpec,
     JobState,
     LaneStatus,
     NewJob,
 )
+from spoolq.lifecycle import CANCELLED_REASON, INTERRUPTED, Outcome, Verdict, decide
 from spoolq.store.base import Store
+from spoolq.store.rows import Row, attempt_from_row, daemon_from_row, job_from_row
 
-Row = Mapping[str, Any]
 Pending = Callable[[], Row | None]  # the row of a statement sent with Tx.send
 
 
@@ -190,57 +190,62 @@ class SqlStore(Store):
             max_rss_kb=result.max_rss_kb if result else None,
         )
 
-    def finish_deferred(
-        self, job: Job, result: AttemptResult, state: JobState, now: float
+    def end_attempt(
+        self,
+        job: Job,
+        result: AttemptResult,
+        stop_reason: str | None,
+        now: float,
+        *,
+        cancel_requested: bool = False,
+        rng: Callable[[], float] = random.random,
     ) -> Callable[[], Job]:
         with self._tx() as tx:
-            self._close_attempt(tx, job, result, now)
-            finished = tx.send(
-                "finish_job",
-                id=job.id,
-                state=state.value,
-                exit_code=result.exit_code,
-                reason=result.reason,
-                now=now,
-                failed=int(state is JobState.FAILED),
-            )
+
+            def asked() -> bool:  # read only if the rules need it: a failure, not a success
+                if cancel_requested:
+                    return True
+                cur = tx.one("get_job", id=job.id)
+                return cur is not None and bool(cur["cancel_requested"])
+
+            outcome = decide(job, result, stop_reason, asked, now, rng)
+            interrupted = outcome.verdict is Verdict.REQUEUED
+            self._close_attempt(tx, job, None if interrupted else result, now)
+            ended = self._apply(tx, job.id, None if interrupted else result, outcome, now)
 
         @functools.cache  # read once: a pipelined answer can be fetched only once
         def stored() -> Job:
-            row = finished()
+            row = ended()
             # No row: the job was no longer running (a peer re-queued it): as it is now.
             return job_from_row(row, job.spec) if row is not None else self.get(job.id)
 
         return stored
 
-    def schedule_retry(self, job: Job, result: AttemptResult, not_before: float, now: float) -> Job:
-        with self._tx() as tx:
-            self._close_attempt(tx, job, result, now)
-            cur = tx.one("get_job", id=job.id)
-            if cur is not None and cur["cancel_requested"]:
-                # Cancelled while this attempt was failing: no retry.
-                row = self._end_cancelled(tx, job.id, result.exit_code, now)
-            else:
-                row = tx.one(
-                    "requeue_job",
-                    id=job.id,
-                    exit_code=result.exit_code,
-                    reason=result.reason,
-                    not_before=not_before,
-                    failed=1,
-                )
-        return job_from_row(row) if row is not None else self.get(job.id)
-
     @staticmethod
-    def _end_cancelled(tx: Tx, job_id: str, exit_code: int | None, now: float) -> Row | None:
-        return tx.one(
+    def _apply(
+        tx: Tx, job_id: str, result: AttemptResult | None, outcome: Outcome, now: float
+    ) -> Pending:
+        """Write an outcome to a running job's row; its row, to be read later (none if the
+        job was no longer running)."""
+        exit_code = result.exit_code if result else None
+        reason = result.reason if result else INTERRUPTED
+        if outcome.verdict in (Verdict.RETRY, Verdict.REQUEUED):
+            return tx.send(
+                "requeue_job",
+                id=job_id,
+                exit_code=exit_code,
+                reason=reason,
+                not_before=outcome.not_before,
+                failed=int(outcome.verdict is Verdict.RETRY),
+            )
+        return tx.send(
             "finish_job",
             id=job_id,
-            state=JobState.CANCELLED.value,
+            state=outcome.state.value,
             exit_code=exit_code,
-            reason="cancelled by operator",
+            reason=CANCELLED_REASON if outcome.verdict is Verdict.CANCELLED else reason,
             now=now,
-            failed=0,
+            failed=int(outcome.verdict is Verdict.FAILED),
         )
 
     def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
@@ -250,19 +255,10 @@ class SqlStore(Store):
                 cur = tx.one("get_job", id=job_id)
                 if cur is None or cur["state"] != JobState.RUNNING.value:
                     continue
-                self._close_attempt(tx, job_from_row(cur), None, now)
-                if cur["cancel_requested"]:
-                    # An operator cancelled it while its daemon was gone: honour that.
-                    row = self._end_cancelled(tx, job_id, None, now)
-                else:
-                    row = tx.one(
-                        "requeue_job",
-                        id=job_id,
-                        exit_code=None,
-                        reason="interrupted",
-                        not_before=now,
-                        failed=0,
-                    )
+                job = job_from_row(cur)
+                outcome = decide(job, None, INTERRUPTED, bool(cur["cancel_requested"]), now)
+                self._close_attempt(tx, job, None, now)
+                row = self._apply(tx, job_id, None, outcome, now)()
                 assert row is not None
                 out.append(job_from_row(row))
         return out
@@ -311,12 +307,7 @@ class SqlStore(Store):
     def daemons(self) -> list[DaemonInfo]:
         with self._read() as tx:
             rows = tx.all("daemons")
-        return [
-            DaemonInfo(
-                r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["pid_start"]
-            )
-            for r in rows
-        ]
+        return [daemon_from_row(r) for r in rows]
 
     # -- operators ---------------------------------------------------------------------------
     def get(self, ref: str) -> Job:
@@ -332,7 +323,7 @@ class SqlStore(Store):
     def attempts(self, job_id: str) -> list[Attempt]:
         with self._read() as tx:
             rows = tx.all("attempts", job_id=job_id)
-        return [Attempt(**{f.name: r[f.name] for f in dataclasses.fields(Attempt)}) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     def list_jobs(
         self, *, state: JobState | None = None, lane: str | None = None, limit: int = 100
@@ -431,39 +422,3 @@ class SqlStore(Store):
     def rejected_totals(self) -> dict[str, int]:
         with self._read() as tx:
             return {r["reason"]: int(r["n"]) for r in tx.all("rejected_totals")}
-
-
-def job_from_row(row: Row, spec: JobSpec | None = None) -> Job:
-    """A Job from its row; ``spec``, when the caller holds the parsed spec of this very
-    row, saves parsing its JSON again."""
-    if spec is None and row["spec"]:
-        spec = JobSpec.from_json(row["spec"])
-    return Job(
-        id=row["id"],
-        seq=row["seq"],
-        state=JobState(row["state"]),
-        lane=row["lane"],
-        priority=row["priority"],
-        trigger=row["trigger"],
-        claimed_path=row["claimed_path"],
-        log=row["log"],
-        spec=spec,
-        idem_key=row["idem_key"],
-        attempts=row["attempts"],
-        failures=row["failures"],
-        retries=row["retries"],
-        retry_backoff=row["retry_backoff"],
-        timeout=row["timeout"],
-        kill_grace=row["kill_grace"],
-        on_success=row["on_success"],
-        exit_code=row["exit_code"],
-        reason=row["reason"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        not_before=row["not_before"],
-        owner=row["owner"],
-        pid=row["pid"],
-        cancel_requested=bool(row["cancel_requested"]),
-        pid_start=row["pid_start"],
-    )

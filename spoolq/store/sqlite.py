@@ -21,10 +21,36 @@ from typing import Any
 
 from spoolq.errors import StoreError, StoreUnavailable
 from spoolq.store import queries
-from spoolq.store.sqlbase import Pending, Row, SqlStore, Tx
+from spoolq.store.rows import Row
+from spoolq.store.sqlbase import Pending, SqlStore, Tx
 
 BUSY_TIMEOUT_MS = 10_000
-_TRANSIENT = ("locked", "busy", "readonly", "disk", "full", "unable")
+# Faults that pass (a lock, a full or read-only disk, a file that cannot be opened right
+# now): the daemon backs off and retries. By SQLite's primary result code, not the message.
+_TRANSIENT = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (extended codes keep it in the low byte);
+    None for an error the library did not report."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _transient(exc: sqlite3.Error) -> bool:
+    return _code(exc) in _TRANSIENT
 
 
 class _SqliteTx:
@@ -85,7 +111,8 @@ class SqliteStore(SqlStore):
                     self._migrate()
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                    locked = _code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                    if not locked or time.monotonic() > deadline:
                         raise
                     time.sleep(0.01)
         self._inode = os.stat(self.path).st_ino
@@ -94,12 +121,9 @@ class SqliteStore(SqlStore):
     def _translate(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            msg = str(exc)
-            if any(s in msg for s in _TRANSIENT):
-                raise StoreUnavailable(f"SQLite store {self.path}: {msg}") from exc
-            raise StoreError(f"SQLite store {self.path}: {msg}") from exc
         except sqlite3.DatabaseError as exc:
+            if _transient(exc):
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     @contextlib.contextmanager

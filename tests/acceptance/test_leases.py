@@ -100,7 +100,7 @@ def _foreign_running_job(env: Env, heartbeat_age: float) -> str:
             dedup_window=0,
             now=now,
         )  # fmt: skip
-        assert store.claim_next("default", other, now) is not None
+        assert store.claim_batch("default", other, now, limit=1)
     finally:
         store.close()
     return job_id

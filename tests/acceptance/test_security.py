@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from spoolq.claims import Claimer, StateDir
+from spoolq.claims import Claimer
 from spoolq.config import load_config
+from spoolq.statedir import StateDir
 from spoolq.trust import TrustPolicy
 from tests.conftest import Env, needs_root, publish, wait_until
 

@@ -9,6 +9,7 @@ answers there. SQLite-only details (migrations, the file itself) come last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import select
@@ -37,6 +38,37 @@ WINDOW = 14 * DAY
 OK = AttemptResult(exit_code=0, reason=None, wall_s=1.5, cpu_s=0.25, max_rss_kb=2048)
 EXIT3 = AttemptResult(exit_code=3, reason="exit 3", wall_s=0.5, cpu_s=0.125, max_rss_kb=1024)
 KILLED = AttemptResult(exit_code=-15, reason="cancelled", wall_s=0.75, cpu_s=0.0, max_rss_kb=512)
+
+
+# The daemon's verbs, shaped for tests: a claim of one job, and an attempt ended with a
+# chosen outcome. Each goes through the same store verb as the daemon (claim_batch,
+# end_attempt), with the job's retry settings set so that the rules reach that outcome.
+def claim_next(
+    store: Store, lane: str, owner: str, now: float, home: str | None = None
+) -> Job | None:
+    jobs = store.claim_batch(lane, owner, now, home, limit=1)
+    return jobs[0] if jobs else None
+
+
+def finish(store: Store, job: Job, result: AttemptResult, state: JobState, now: float) -> Job:
+    """End ``job``'s attempt as ``state``: succeeded (an ok result), failed (no retries
+    left), or cancelled (stopped by an operator's cancel)."""
+    if state is JobState.FAILED:
+        job = dataclasses.replace(job, retries=job.failures)
+    stop = "cancelled" if state is JobState.CANCELLED else None
+    return store.end_attempt(job, result, stop, now)()
+
+
+def schedule_retry(
+    store: Store, job: Job, result: AttemptResult, *, not_before: float, now: float
+) -> Job:
+    """End ``job``'s attempt as a failure with a retry due at ``not_before`` (the back-off
+    set so that, with the jitter at its middle, the delay is exactly that)."""
+    backoff = (not_before - now) / 2**job.failures
+    job = dataclasses.replace(
+        job, retries=max(job.retries, job.failures + 1), retry_backoff=backoff
+    )
+    return store.end_attempt(job, result, None, now, rng=lambda: 0.5)()
 
 
 # Where the PostgreSQL runs look for a server; without one they are skipped (failed in CI).
@@ -164,17 +196,17 @@ def run_to(store: Store, state: JobState, *, now: float = T0, **kw: object) -> J
         return job
     if state is JobState.REJECTED:
         raise AssertionError("use reason= to make a rejected job")
-    running = store.claim_next(job.lane, "d1", now + 1)
+    running = claim_next(store, job.lane, "d1", now + 1)
     assert running is not None and running.id == job.id
     if state is JobState.RUNNING:
         return running
     result = {JobState.SUCCEEDED: OK, JobState.FAILED: EXIT3, JobState.CANCELLED: KILLED}[state]
-    return store.finish(running, result, state, now + 2)
+    return finish(store, running, result, state, now + 2)
 
 
 def claim_all(store: Store, lane: str, owner: str, now: float) -> list[Job]:
     got = []
-    while (job := store.claim_next(lane, owner, now)) is not None:
+    while (job := claim_next(store, lane, owner, now)) is not None:
         got.append(job)
     return got
 
@@ -203,7 +235,7 @@ def test_enqueue_with_a_reason_records_a_rejected_job_that_never_runs(store: Sto
     assert job.reason == "key 'argv': not a list"
     assert job.spec is None
     assert job.finished_at == T0
-    assert store.claim_next("default", "d1", T0 + 1) is None
+    assert claim_next(store, "default", "d1", T0 + 1) is None
 
 
 @pytest.mark.parametrize("original", [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED])
@@ -257,15 +289,15 @@ def test_known_ids_returns_the_states_of_ids_that_exist(store: Store) -> None:
 
 # -- claim_next ------------------------------------------------------------------------------
 def test_claim_next_returns_none_when_there_is_nothing_to_do(store: Store) -> None:
-    assert store.claim_next("default", "d1", T0) is None
+    assert claim_next(store, "default", "d1", T0) is None
     store.set_lanes({"db": 2})
-    assert store.claim_next("db", "d1", T0) is None
-    assert store.claim_next("never-heard-of", "d1", T0) is None
+    assert claim_next(store, "db", "d1", T0) is None
+    assert claim_next(store, "never-heard-of", "d1", T0) is None
 
 
 def test_claim_next_starts_an_attempt_owned_by_the_claimer(store: Store) -> None:
     queued = enqueue1(store)
-    job = store.claim_next("default", "d1", T0 + 5)
+    job = claim_next(store, "default", "d1", T0 + 5)
     assert job is not None and job.id == queued.id
     assert job.state is JobState.RUNNING
     assert (job.attempts, job.started_at, job.owner) == (1, T0 + 5, "d1")
@@ -281,7 +313,7 @@ def test_claim_next_never_exceeds_the_lane_concurrency(store: Store, limit: int)
     store.enqueue([new_job(lane="db") for _ in range(limit + 2)], dedup_window=WINDOW, now=T0)
     running = claim_all(store, "db", "d1", T0)
     assert len(running) == limit
-    store.finish(running[0], OK, JobState.SUCCEEDED, T0 + 1)
+    finish(store, running[0], OK, JobState.SUCCEEDED, T0 + 1)
     again = claim_all(store, "db", "d1", T0 + 1)
     assert len(again) == 1
     assert len(store.running_jobs()) == limit
@@ -315,18 +347,18 @@ def test_a_paused_lane_queues_but_starts_nothing_until_resumed(store: Store) -> 
     store.set_paused("db", True)
     job = enqueue1(store, lane="db")
     assert job.state is JobState.QUEUED
-    assert store.claim_next("db", "d1", T0 + 1) is None
+    assert claim_next(store, "db", "d1", T0 + 1) is None
     (status,) = [s for s in store.lane_status() if s.name == "db"]
     assert (status.paused, status.queued, status.running) == (True, 1, 0)
     store.set_paused("db", False)
-    claimed = store.claim_next("db", "d1", T0 + 2)
+    claimed = claim_next(store, "db", "d1", T0 + 2)
     assert claimed is not None and claimed.id == job.id
 
 
 def test_pausing_a_lane_nobody_declared_yet_holds_its_first_job(store: Store) -> None:
     store.set_paused("later", True)
     enqueue1(store, lane="later")
-    assert store.claim_next("later", "d1", T0) is None
+    assert claim_next(store, "later", "d1", T0) is None
 
 
 def test_claim_next_takes_higher_priority_first_then_fifo(store: Store) -> None:
@@ -341,12 +373,12 @@ def test_claim_next_takes_higher_priority_first_then_fifo(store: Store) -> None:
 def test_claim_next_skips_a_job_whose_not_before_is_later(store: Store) -> None:
     store.set_lanes({"default": 5})
     waiting = run_to(store, JobState.RUNNING, retries=1)
-    store.schedule_retry(waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    schedule_retry(store, waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
     later = enqueue1(store, T0 + 3)
-    claimed = store.claim_next("default", "d1", T0 + 4)
+    claimed = claim_next(store, "default", "d1", T0 + 4)
     assert claimed is not None and claimed.id == later.id  # the due one, though younger
-    assert store.claim_next("default", "d1", T0 + 59.9) is None
-    due = store.claim_next("default", "d1", T0 + 60)
+    assert claim_next(store, "default", "d1", T0 + 59.9) is None
+    due = claim_next(store, "default", "d1", T0 + 60)
     assert due is not None and due.id == waiting.id
 
 
@@ -355,21 +387,21 @@ def test_claim_batch_fills_the_free_slots_in_one_call(store: Store) -> None:
     jobs = store.enqueue(
         [new_job(lane="db", priority=p) for p in (0, 0, 5, 0, 1)], dedup_window=WINDOW, now=T0
     )
-    first = store.claim_next("db", "d1", T0)
+    first = claim_next(store, "db", "d1", T0)
     assert first is not None and first.id == jobs[2].id
     batch = store.claim_batch("db", "d2", T0 + 1)
     assert [j.id for j in batch] == [jobs[4].id, jobs[0].id]  # priority, then FIFO
     assert all(j.state is JobState.RUNNING and j.owner == "d2" for j in batch)
     assert all(len(store.attempts(j.id)) == 1 for j in batch)
     assert store.claim_batch("db", "d2", T0 + 1) == []  # full
-    store.finish(first, OK, JobState.SUCCEEDED, T0 + 2)
+    finish(store, first, OK, JobState.SUCCEEDED, T0 + 2)
     assert [j.id for j in store.claim_batch("db", "d2", T0 + 2)] == [jobs[1].id]
 
 
 def test_claim_batch_respects_limit_pause_and_not_before(store: Store) -> None:
     store.set_lanes({"db": 5})
     waiting = run_to(store, JobState.RUNNING, lane="db", retries=1)
-    store.schedule_retry(waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    schedule_retry(store, waiting, EXIT3, not_before=T0 + 60, now=T0 + 2)
     store.enqueue([new_job(lane="db") for _ in range(3)], dedup_window=WINDOW, now=T0 + 3)
     assert len(store.claim_batch("db", "d1", T0 + 3, limit=1)) == 1
     store.set_paused("db", True)
@@ -466,13 +498,13 @@ def test_a_home_claims_only_its_own_jobs_but_shares_the_lane_limit(store: Store)
     a2 = enqueue1(store, T0 + 2, lane="db", home="hostA:/s")
     b2 = enqueue1(store, T0 + 3, lane="db", home="hostB:/s")
     assert store.lanes_with_work(T0 + 5, home="hostA:/s") == ["db"]
-    got_a = store.claim_next("db", "dA", T0 + 5, home="hostA:/s")
+    got_a = claim_next(store, "db", "dA", T0 + 5, home="hostA:/s")
     assert got_a is not None and got_a.id == a1.id
     got_b = store.claim_batch("db", "dB", T0 + 5, home="hostB:/s")
     assert [j.id for j in got_b] == [b1.id]  # one slot left of 2, though B has 2 waiting
-    assert store.claim_next("db", "dA", T0 + 5, home="hostA:/s") is None
-    store.finish(got_a, OK, JobState.SUCCEEDED, T0 + 6)
-    again = store.claim_next("db", "dA", T0 + 6, home="hostA:/s")
+    assert claim_next(store, "db", "dA", T0 + 5, home="hostA:/s") is None
+    finish(store, got_a, OK, JobState.SUCCEEDED, T0 + 6)
+    again = claim_next(store, "db", "dA", T0 + 6, home="hostA:/s")
     assert again is not None and again.id == a2.id
     assert store.lanes_with_work(T0 + 6, home="hostA:/s") == []
     assert store.lanes_with_work(T0 + 6, home="hostB:/s") == ["db"]
@@ -484,7 +516,7 @@ def test_next_due_can_be_asked_for_one_home(store: Store) -> None:
     store.set_lanes({"default": 5})
     for home, wait in (("hostA:/s", 300), ("hostB:/s", 60)):
         running = run_to(store, JobState.RUNNING, home=home, retries=1)
-        store.schedule_retry(running, EXIT3, not_before=T0 + wait, now=T0 + 2)
+        schedule_retry(store, running, EXIT3, not_before=T0 + wait, now=T0 + 2)
     assert store.next_due(T0 + 2) == T0 + 60
     assert store.next_due(T0 + 2, home="hostA:/s") == T0 + 300
     assert store.next_due(T0 + 2, home="hostC:/s") is None
@@ -517,10 +549,12 @@ def test_finish_ends_the_job_and_records_the_attempt(
 ) -> None:
     running = run_to(store, JobState.RUNNING)
     store.mark_started(running.id, 4242, "1")
-    done = store.finish(store.get(running.id), result, state, T0 + 9)
+    done = finish(store, store.get(running.id), result, state, T0 + 9)
     assert done.state is state
+    # A cancelled job's reason is the same however it was cancelled: queued or running.
+    reason = "cancelled by operator" if state is JobState.CANCELLED else result.reason
     assert (done.exit_code, done.reason, done.finished_at) == (
-        result.exit_code, result.reason, T0 + 9
+        result.exit_code, reason, T0 + 9
     )  # fmt: skip
     assert (done.failures, done.attempts) == (failures, 1)
     assert (done.owner, done.pid) == (None, None)
@@ -533,7 +567,7 @@ def test_finish_ends_the_job_and_records_the_attempt(
         result.wall_s, result.cpu_s, result.max_rss_kb
     )  # fmt: skip
     assert store.running_jobs() == []
-    assert store.claim_next("default", "d1", T0 + 10) is None
+    assert claim_next(store, "default", "d1", T0 + 10) is None
 
 
 def test_a_hand_off_reads_the_finished_job_after_its_transaction(store: Store) -> None:
@@ -543,7 +577,7 @@ def test_a_hand_off_reads_the_finished_job_after_its_transaction(store: Store) -
     running = run_to(store, JobState.RUNNING, lane="db")
     waiting = enqueue1(store, T0 + 1, lane="db")
     with store.atomic():
-        read = store.finish_deferred(running, OK, JobState.SUCCEEDED, T0 + 5)
+        read = store.end_attempt(running, OK, None, T0 + 5)
         started = store.claim_batch("db", "d1", T0 + 5)
     assert [j.id for j in started] == [waiting.id]  # the slot it freed, same transaction
     done = read()
@@ -559,13 +593,13 @@ def test_finishing_a_job_a_peer_requeued_leaves_it_as_the_peer_left_it(store: St
     running = run_to(store, JobState.RUNNING)
     (requeued,) = store.requeue_interrupted([running.id], T0 + 5)
     assert requeued.state is JobState.QUEUED
-    late = store.finish(running, OK, JobState.SUCCEEDED, T0 + 6)
+    late = finish(store, running, OK, JobState.SUCCEEDED, T0 + 6)
     assert late.state is JobState.QUEUED and late == store.get(running.id)
 
 
 def test_schedule_retry_counts_the_failure_and_queues_the_job_for_later(store: Store) -> None:
     running = run_to(store, JobState.RUNNING, retries=2)
-    again = store.schedule_retry(running, EXIT3, not_before=T0 + 30, now=T0 + 2)
+    again = schedule_retry(store, running, EXIT3, not_before=T0 + 30, now=T0 + 2)
     assert again.state is JobState.QUEUED
     assert (again.failures, again.attempts, again.not_before) == (1, 1, T0 + 30)
     assert (again.exit_code, again.reason) == (3, "exit 3")
@@ -573,11 +607,11 @@ def test_schedule_retry_counts_the_failure_and_queues_the_job_for_later(store: S
     (attempt,) = store.attempts(running.id)
     assert (attempt.exit_code, attempt.reason, attempt.finished_at) == (3, "exit 3", T0 + 2)
 
-    second = store.claim_next("default", "d2", T0 + 30)
+    second = claim_next(store, "default", "d2", T0 + 30)
     assert second is not None
     assert (second.attempts, second.failures, second.owner) == (2, 1, "d2")
     assert [a.n for a in store.attempts(running.id)] == [1, 2]
-    assert store.finish(second, EXIT3, JobState.FAILED, T0 + 31).failures == 2
+    assert finish(store, second, EXIT3, JobState.FAILED, T0 + 31).failures == 2
 
 
 def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
@@ -596,16 +630,16 @@ def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
         "interrupted", None, T0 + 50
     )  # fmt: skip
     assert store.get(other.id).state is JobState.SUCCEEDED
-    rerun = store.claim_next("default", "d2", T0 + 50)  # due at once
+    rerun = claim_next(store, "default", "d2", T0 + 50)  # due at once
     assert rerun is not None and rerun.id == lost.id and rerun.attempts == 2
 
 
 def test_running_jobs_lists_all_or_one_owners(store: Store) -> None:
     store.set_lanes({"default": 5})
     store.enqueue([new_job() for _ in range(3)], dedup_window=WINDOW, now=T0)
-    a = store.claim_next("default", "d1", T0)
-    b = store.claim_next("default", "d2", T0)
-    c = store.claim_next("default", "d1", T0)
+    a = claim_next(store, "default", "d1", T0)
+    b = claim_next(store, "default", "d2", T0)
+    c = claim_next(store, "default", "d1", T0)
     assert a and b and c
     assert [j.id for j in store.running_jobs()] == [a.id, b.id, c.id]
     assert [j.id for j in store.running_jobs("d1")] == [a.id, c.id]
@@ -618,7 +652,7 @@ def test_cancel_a_queued_job_means_it_never_runs(store: Store) -> None:
     cancelled = store.cancel(job.id, T0 + 1)
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.finished_at == T0 + 1
-    assert store.claim_next("default", "d1", T0 + 2) is None
+    assert claim_next(store, "default", "d1", T0 + 2) is None
 
 
 def test_cancel_a_running_job_asks_its_owner_to_stop_it(store: Store) -> None:
@@ -628,7 +662,7 @@ def test_cancel_a_running_job_asks_its_owner_to_stop_it(store: Store) -> None:
     assert flagged.cancel_requested
     assert [j.id for j in store.cancel_requests("d1")] == [job.id]
     assert store.cancel_requests("d2") == []
-    done = store.finish(store.get(job.id), KILLED, JobState.CANCELLED, T0 + 4)
+    done = finish(store, store.get(job.id), KILLED, JobState.CANCELLED, T0 + 4)
     assert done.state is JobState.CANCELLED
     assert store.cancel_requests("d1") == []
 
@@ -651,10 +685,10 @@ def test_cancel_an_unknown_job_raises_job_not_found(store: Store) -> None:
 
 def test_retry_grants_fresh_retries_and_keeps_the_history(store: Store) -> None:
     running = run_to(store, JobState.RUNNING, retries=1)
-    queued = store.schedule_retry(running, EXIT3, not_before=T0 + 10, now=T0 + 2)
-    second = store.claim_next("default", "d1", queued.not_before)
+    queued = schedule_retry(store, running, EXIT3, not_before=T0 + 10, now=T0 + 2)
+    second = claim_next(store, "default", "d1", queued.not_before)
     assert second is not None
-    failed = store.finish(second, EXIT3, JobState.FAILED, T0 + 11)
+    failed = finish(store, second, EXIT3, JobState.FAILED, T0 + 11)
     assert (failed.failures, failed.attempts) == (2, 2)
     assert store.failed_ids() == [failed.id]
 
@@ -662,7 +696,7 @@ def test_retry_grants_fresh_retries_and_keeps_the_history(store: Store) -> None:
     assert again.state is JobState.QUEUED
     assert (again.failures, again.attempts, again.finished_at, again.reason) == (0, 2, None, None)
     assert store.failed_ids() == []
-    third = store.claim_next("default", "d1", T0 + 100)  # due at once
+    third = claim_next(store, "default", "d1", T0 + 100)  # due at once
     assert third is not None and third.attempts == 3
     assert [(a.n, a.reason) for a in store.attempts(failed.id)] == [
         (1, "exit 3"),
@@ -675,7 +709,7 @@ def test_retry_grants_fresh_retries_and_keeps_the_history(store: Store) -> None:
 def test_retry_runs_a_succeeded_or_cancelled_job_again(store: Store, state: JobState) -> None:
     job = run_to(store, state)
     assert store.retry(job.id, T0 + 5).state is JobState.QUEUED
-    assert store.claim_next("default", "d1", T0 + 5) is not None
+    assert claim_next(store, "default", "d1", T0 + 5) is not None
 
 
 def test_retry_refuses_live_unparsed_and_unknown_jobs(store: Store) -> None:
@@ -713,7 +747,7 @@ def test_list_jobs_is_newest_first_with_filters_and_limit(store: Store) -> None:
     web1 = enqueue1(store, T0 + 1, lane="web")
     db2 = enqueue1(store, T0 + 2, lane="db")
     rej = enqueue1(store, T0 + 3, lane="web", reason="bad")
-    claimed = store.claim_next("db", "d1", T0 + 4)
+    claimed = claim_next(store, "db", "d1", T0 + 4)
     assert claimed is not None and claimed.id == db1.id
 
     def ids(**kw: object) -> list[str]:
@@ -764,7 +798,7 @@ def test_state_counts_count_every_state_and_follow_each_change(store: Store) -> 
     assert sorted(store.failed_ids()) == sorted(j.id for j in made[JobState.FAILED])
     again = store.retry(made[JobState.FAILED][0].id, T0 + 10)  # failed -> queued
     assert again.state is JobState.QUEUED
-    store.finish(made[JobState.RUNNING][0], OK, JobState.SUCCEEDED, T0 + 11)
+    finish(store, made[JobState.RUNNING][0], OK, JobState.SUCCEEDED, T0 + 11)
     assert store.state_counts() == {
         "queued": 4, "running": 1, "succeeded": 5, "failed": 1, "cancelled": 1, "rejected": 1
     }  # fmt: skip
@@ -813,7 +847,7 @@ def test_next_due_and_lanes_with_work_follow_not_before(store: Store) -> None:
     assert store.lanes_with_work(T0) == []
     for lane, wait in (("db", 300), ("web", 60)):
         running = run_to(store, JobState.RUNNING, lane=lane, retries=1)
-        store.schedule_retry(running, EXIT3, not_before=T0 + wait, now=T0 + 2)
+        schedule_retry(store, running, EXIT3, not_before=T0 + wait, now=T0 + 2)
     assert store.next_due(T0 + 2) == T0 + 60
     assert store.lanes_with_work(T0 + 2) == []
     assert store.lanes_with_work(T0 + 60) == ["web"]
@@ -941,7 +975,7 @@ def test_concurrent_claims_from_two_connections_never_exceed_the_lane_limit(
             assert len(control.running_jobs()) == LIMIT
             total += len(claimed)
             for job in claimed:
-                control.finish(job, OK, JobState.SUCCEEDED, T0 + r)
+                finish(control, job, OK, JobState.SUCCEEDED, T0 + r)
         finished = True
     except threading.BrokenBarrierError:
         pass  # a worker failed: its error is reported below
@@ -968,8 +1002,8 @@ for line in sys.stdin:
         break
     print("start", flush=True)
     ids = []
-    while (job := store.claim_next("db", "child", float(now))) is not None:
-        ids.append(job.id)
+    while job := store.claim_batch("db", "child", float(now), limit=1):
+        ids.append(job[0].id)
     print(" ".join(ids) or "-", flush=True)
 store.close()
 """
@@ -1017,7 +1051,7 @@ def test_a_second_process_claiming_at_the_same_time_never_exceeds_the_lane_limit
             assert len(running) == limit
             assert {j.id for j in running} == {j.id for j in mine} | set(theirs)
             for job in running:
-                store.finish(job, OK, JobState.SUCCEEDED, now)
+                finish(store, job, OK, JobState.SUCCEEDED, now)
         child.stdin.write("quit 0\n")
         child.stdin.flush()
         assert child.wait(30) == 0
@@ -1235,8 +1269,8 @@ def test_atomic_commits_several_verbs_together(kit: StoreKit) -> None:
     running = run_to(store, JobState.RUNNING)
     store.enqueue([new_job()], dedup_window=WINDOW, now=T0)
     with store.atomic():
-        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
-        nxt = store.claim_next("default", "d1", T0 + 1)
+        finish(store, running, OK, JobState.SUCCEEDED, T0 + 1)
+        nxt = claim_next(store, "default", "d1", T0 + 1)
     assert nxt is not None  # the slot freed inside the same transaction was taken
     assert other.get(running.id).state is JobState.SUCCEEDED
     assert other.get(nxt.id).state is JobState.RUNNING
@@ -1247,7 +1281,7 @@ def test_atomic_rolls_back_every_verb_on_error(kit: StoreKit) -> None:
     store.set_lanes({"default": 1})
     running = run_to(store, JobState.RUNNING)
     with pytest.raises(RuntimeError), store.atomic():
-        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+        finish(store, running, OK, JobState.SUCCEEDED, T0 + 1)
         raise RuntimeError("crash between the verbs")
     assert other.get(running.id).state is JobState.RUNNING
 
@@ -1263,12 +1297,12 @@ def test_a_failing_statement_fails_its_whole_transaction_and_the_store_goes_on(
     running = run_to(store, JobState.RUNNING)
     assert isinstance(store, SqlStore)
     with pytest.raises(StoreError), store.atomic():
-        store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+        finish(store, running, OK, JobState.SUCCEEDED, T0 + 1)
         with store._tx() as tx:  # its attempt row exists: a second one breaks the key
             tx.run("insert_attempt", job_id=running.id, n=running.attempts, now=T0, owner="x")
     assert other.get(running.id).state is JobState.RUNNING
     assert store.get(running.id).state is JobState.RUNNING
-    store.finish(running, OK, JobState.SUCCEEDED, T0 + 2)
+    finish(store, running, OK, JobState.SUCCEEDED, T0 + 2)
     assert other.get(running.id).state is JobState.SUCCEEDED
 
 
@@ -1291,7 +1325,7 @@ def test_postgresql_what_a_failed_rollback_left_open_is_never_committed_later(
 
         monkeypatch.setattr(psycopg.Connection, "rollback", lost)
         with pytest.raises(RuntimeError), store.atomic():
-            store.finish(running, OK, JobState.SUCCEEDED, T0 + 1)
+            finish(store, running, OK, JobState.SUCCEEDED, T0 + 1)
             raise RuntimeError("the daemon is interrupted between two verbs")
         monkeypatch.undo()
         store.set_paused("default", True)  # the next verb, with a commit of its own
@@ -1313,5 +1347,5 @@ def test_enqueue_of_an_id_already_recorded_keeps_one_job(store: Store) -> None:
 def test_a_job_cancelled_while_its_attempt_fails_is_not_retried(store: Store) -> None:
     running = run_to(store, JobState.RUNNING, retries=3)
     store.cancel(running.id, T0 + 1)  # flagged: its daemon has not seen it yet
-    after = store.schedule_retry(running, EXIT3, not_before=T0 + 60, now=T0 + 2)
+    after = schedule_retry(store, running, EXIT3, not_before=T0 + 60, now=T0 + 2)
     assert after.state is JobState.CANCELLED

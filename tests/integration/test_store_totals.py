@@ -16,7 +16,9 @@ from tests.integration.test_store_contract import (
     STORE_KINDS,
     T0,
     StoreKit,
+    claim_next,
     enqueue1,
+    finish,
     run_to,
 )
 
@@ -63,9 +65,9 @@ def test_a_retried_job_counts_each_of_its_endings(store: Store) -> None:
     store.set_lanes({"default": 1})
     failed = run_to(store, JobState.FAILED)
     store.retry(failed.id, T0 + 10)
-    running = store.claim_next("default", "d1", T0 + 11)
+    running = claim_next(store, "default", "d1", T0 + 11)
     assert running is not None
-    store.finish(running, EXIT3, JobState.FAILED, T0 + 12)
+    finish(store, running, EXIT3, JobState.FAILED, T0 + 12)
     assert totals(store) == {("default", "failed"): 2}
 
 

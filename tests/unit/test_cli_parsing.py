@@ -17,8 +17,8 @@ import spoolq
 from spoolq import __version__
 from spoolq.cli import cli, main
 from spoolq.config import Config
-from spoolq.daemon import BACKOFF_CAP, retry_delay
 from spoolq.errors import UsageError
+from spoolq.lifecycle import BACKOFF_CAP, retry_delay
 from spoolq.store.sqlite import SqliteStore
 from spoolq.triggers import parse_trigger
 

@@ -1,0 +1,102 @@
+"""Membership of the daemons that share a store: who is alive, who is fenced, and what
+becomes of a dead daemon's running jobs.
+
+Owns registering this daemon, the heartbeat and its fencing (a daemon whose registration
+a peer removed stops its copies of the jobs the peer re-queued), and the rescue of a dead
+daemon's jobs: another host's are re-queued at once (their processes died with it or are
+out of reach), this host's only once the supervisor has seen every process of the old
+attempt gone - so that a job never runs twice at once. Leaves the killing to the
+supervisor and the re-queue rules to ``lifecycle`` through the store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+from spoolq.events import EventLog
+from spoolq.jobs import DaemonInfo, Job
+from spoolq.procs import daemon_alive, pid_start_time
+from spoolq.store.base import Store
+from spoolq.supervisor import Supervisor
+
+
+class Fleet:
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        log: EventLog,
+        *,
+        daemon_id: str,
+        stale_after: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.supervisor = supervisor
+        self.log = log
+        self.id = daemon_id
+        self.host = socket.gethostname()
+        self.stale_after = stale_after
+        self.clock = clock
+        self.peers = False  # another live daemon shares the store
+
+    def register(self, now: float) -> None:
+        pid = os.getpid()
+        self.store.register_daemon(
+            DaemonInfo(self.id, self.host, pid, now, now, pid_start_time(pid))
+        )
+
+    def unregister(self) -> None:
+        self.store.unregister_daemon(self.id)
+
+    def beat(self, now: float) -> None:
+        if self.store.heartbeat(self.id, now):
+            return
+        # Fenced: another daemon saw no heartbeat from us for stale_after (a long stall)
+        # and re-queued our running jobs. Our copies must not run beside their re-runs.
+        self.log.error(
+            "fenced",
+            daemon=self.id,
+            running=len(self.supervisor.running),
+            action="stopping running jobs (already re-queued by a peer), registering again",
+        )
+        self.supervisor.stop_all()
+        self.register(now)
+
+    def rescue(self, now: float) -> list[Job]:
+        """Forget dead daemons and free their running jobs; return the jobs re-queued (or
+        ended cancelled) now. Jobs whose processes still live here wait for the
+        supervisor's reaping, then come back through ``settle``."""
+        live = {self.id}
+        for d in self.store.daemons():
+            if d.id == self.id:
+                continue
+            if daemon_alive(d, now, self.stale_after):
+                live.add(d.id)
+            else:
+                self.store.unregister_daemon(d.id)
+                self.log.warn("daemon_gone", daemon=d.id, host=d.host, pid=d.pid)
+        self.peers = len(live) > 1
+        free = []
+        for job in self.store.running_jobs():
+            if job.owner in live or job.id in self.supervisor.orphans:
+                continue
+            # Another host's processes are out of reach (and died with it).
+            here = (job.owner or "").rpartition("@")[2] == self.host
+            if here and self.supervisor.reap(job):
+                continue
+            free.append(job.id)
+        return self.store.requeue_interrupted(free, now) if free else []
+
+    def settle(self, now: float) -> list[Job]:
+        """Re-queue the orphaned jobs whose processes the supervisor has seen gone."""
+        gone = self.supervisor.take_gone()
+        if not gone:
+            return []
+        try:
+            return self.store.requeue_interrupted([j.id for j in gone], now)
+        except BaseException:
+            self.supervisor.give_back(gone)
+            raise
