@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import os
 import re
@@ -70,6 +73,35 @@ def build_trigger(
     return doc
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError), in one step: a
+    trigger published by someone else between a check and the rename is never replaced.
+    renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; elsewhere link()
+    (which fails if ``dst`` exists) and unlink()."""
+    fn = getattr(_libc(), "renameat2", None)
+    if fn is not None:
+        rc = fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL: the filesystem cannot
+            raise OSError(err, os.strerror(err), str(dst))
+    os.link(src, dst)
+    os.unlink(src)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no C library to ask
+        return None
+
+
 def publish(
     spool_dir: str | os.PathLike[str], doc: Mapping[str, Any], name: str | None = None
 ) -> Path:
@@ -100,10 +132,12 @@ def publish(
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    if final.exists():
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{final} already exists; choose another name")
-    os.rename(tmp, final)
+    try:
+        rename_noreplace(tmp, final)
+    except FileExistsError:
+        raise UsageError(f"{final} already exists; choose another name") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when the rename went through
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
