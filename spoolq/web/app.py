@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.resources
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -31,7 +31,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         version=__version__,
         description="The queue's status, jobs, logs and controls. Every /api route needs the "
         "token: 'Authorization: Bearer TOKEN'.",
-        openapi_url="/api/openapi.json",
+        openapi_url=None,  # served below, behind the token like the rest of /api
         docs_url=None,  # the interactive docs load scripts from a CDN: not here
         redoc_url=None,
     )
@@ -45,6 +45,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(api.authorized)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get(
         "/healthz",

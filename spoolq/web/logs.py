@@ -53,15 +53,15 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     """``bytes=A-B`` -> [start, end) within a file of ``size`` bytes."""
     m = _RANGE.match(header.strip())
     if not m or m.groups() == ("", ""):
-        raise HTTPException(400, f"Range {header!r}: use one range, bytes=START-END or bytes=-N")
+        raise HTTPException(422, f"Range {header!r}: use one range, bytes=START-END or bytes=-N")
     first, last = m.groups()
     if first == "":  # the last N bytes
         start, end = max(0, size - int(last)), size
+    elif last != "" and int(last) < int(first):
+        return 0, size  # not a valid range: ignored, the whole log (RFC 9110)
     else:
         start = int(first)
         end = size if last == "" else min(size, int(last) + 1)
-        if last != "" and int(last) < start:
-            raise HTTPException(400, f"Range {header!r}: the end is before the start")
     if start >= end:
         raise HTTPException(
             416,
@@ -120,7 +120,10 @@ def get_log(
     job_id: Annotated[str, Path(pattern=r"^[0-9A-Za-z]{1,26}$")],
     offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="Start here")] = None,
     follow: Annotated[bool, Query(description="Keep streaming until the job ends")] = False,
-    range_: Annotated[str | None, Header(alias="range", description="bytes=START-END")] = None,
+    range_: Annotated[
+        str | None,
+        Header(alias="range", pattern=r"^bytes=\d*-\d*$", description="bytes=START-END"),
+    ] = None,
 ) -> StreamingResponse:
     ctx: WebContext = request.app.state.ctx
     job = _job(ctx, job_id)

@@ -88,6 +88,7 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
+        (400, "Bad input (a malformed Range header)"),
         (401, "No valid token"),
         (404, "No such job or lane"),
         (409, "Not possible in the job's state"),
