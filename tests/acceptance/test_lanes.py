@@ -67,16 +67,32 @@ def test_jobs_in_different_lanes_run_at_the_same_time(env: Env) -> None:
     assert {e["lane"] for e in d.find("unknown_lane")} == {"lane-a", "lane-b"}
 
 
-def test_same_lane_jobs_do_not_meet_at_a_barrier(env: Env) -> None:
-    """The converse of the test above: in one concurrency-1 lane the second job only starts
-    after the first has ended, so a job waiting for its sibling gives up and fails."""
+def test_same_lane_jobs_run_one_after_the_other(env: Env) -> None:
+    """The converse of the test above: in one concurrency-1 lane the second job starts only
+    after the first has ended. The first runs until released. The second, published while it
+    runs, must not have started once a job of another lane, published after it, has run: the
+    daemon dispatches a lane as soon as it records a job, so it would have started by then.
+    Once the first is released, the second finds the first's process gone when it starts."""
     d = env.start()
-    a, b = env.root / "a.running", env.root / "b.running"
-    env.publish(json.dumps({"command": _barrier(a, b, timeout_s=1)}), name="a.trigger")
-    env.publish(json.dumps({"command": _barrier(b, a, timeout_s=1)}), name="b.trigger")
-    failed = d.wait_for("failed", timeout=30)
-    d.wait_for("succeeded", timeout=30)
-    assert failed[0]["trigger"] == str(env.spool / "a.trigger")
+    gate, pidfile, seen = env.root / "gate", env.root / "first.pid", env.root / "seen"
+    first = env.publish(
+        f"echo $$ > {pidfile}; while [ ! -e {gate} ]; do sleep 0.05; done\n", name="first.trigger"
+    )
+    d.wait_for("started", trigger=str(first))
+    second = env.publish(
+        f"if kill -0 $(cat {pidfile}) 2>/dev/null; then echo overlap; else echo alone; fi"
+        f" > {seen}\n",
+        name="second.trigger",
+    )
+    d.wait_for("queued", trigger=str(second))
+    probe = env.publish(json.dumps({"argv": ["true"], "lane": "other"}), name="probe.trigger")
+    d.wait_for("succeeded", trigger=str(probe))
+    assert not d.find("started", trigger=str(second)) and not seen.exists()
+    gate.touch()
+    done = d.wait_for("succeeded", trigger=str(second))[0]
+    assert seen.read_text() == "alone\n"
+    first_job = env.job(d.find("succeeded", trigger=str(first))[0]["job"])
+    assert first_job["finished_at"] <= env.job(done["job"])["started_at"]
 
 
 @pytest.mark.parametrize("how", ["config", "flag"])
