@@ -187,7 +187,7 @@ class AttemptResult:
     reason: str | None  # None on success; "exit 3", "timeout", "cancelled", "interrupted", ...
     wall_s: float
     cpu_s: float
-    max_rss_kb: int
+    max_rss_kb: int | None  # None: below the daemon's own size, so not measurable
 
     @property
     def ok(self) -> bool:

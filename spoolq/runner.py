@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import select
 import shlex
 import signal
@@ -31,7 +32,11 @@ GROUP_RECHECK = 0.05  # seconds between checks that a terminated job's group has
 @dataclass
 class _Usage:
     cpu_s: float = 0.0
-    max_rss_kb: int = 0
+    max_rss_kb: int | None = None  # None: no step's peak could be told from the daemon's
+    # The daemon's own peak RSS when the current step was spawned. A child started with
+    # posix_spawn (vfork) has its peak RSS seeded from the daemon's at exec: a figure at or
+    # below this says nothing about the job.
+    floor_kb: int = 0
 
 
 @dataclass
@@ -89,6 +94,7 @@ class RunningJob:
             f"job={self.job.id} attempt={self.job.attempts} step={self.step + 1}/"
             f"{len(self.steps)} cwd={self.cwd}: {shlex.join(argv)}"
         )
+        self._usage.floor_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             self.leader = spawn(argv, self.env, self.cwd, self._log_fd)
         except OSError as exc:
@@ -153,7 +159,8 @@ class RunningJob:
         pid, status, ru = os.wait4(self.leader, 0)
         code = os.waitstatus_to_exitcode(status)
         self._usage.cpu_s += ru.ru_utime + ru.ru_stime
-        self._usage.max_rss_kb = max(self._usage.max_rss_kb, ru.ru_maxrss)
+        if ru.ru_maxrss > self._usage.floor_kb:
+            self._usage.max_rss_kb = max(self._usage.max_rss_kb or 0, ru.ru_maxrss)
         os.close(self.pidfd)
         self.pidfd = None
         self._pgid = pid
@@ -189,7 +196,7 @@ class RunningJob:
         )
         self._note(
             f"attempt {self.job.attempts} ended: {reason or 'ok'} "
-            f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {self._usage.max_rss_kb} KB)"
+            f"(wall {wall:.3f}s, cpu {self._usage.cpu_s:.3f}s, maxrss {_kb(self._usage)})"
         )
         self._close_log()
 
@@ -219,6 +226,12 @@ class RunningJob:
             os.close(self.pidfd)
             self.pidfd = None
         self._close_log()
+
+
+def _kb(usage: _Usage) -> str:
+    if usage.max_rss_kb is None:
+        return f"not measurable (under the daemon's {usage.floor_kb} KB)"
+    return f"{usage.max_rss_kb} KB"
 
 
 # -- starting a process --------------------------------------------------------------------

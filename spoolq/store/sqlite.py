@@ -41,7 +41,6 @@ _TRANSIENT = frozenset(
 )
 
 
-
 def _code(exc: sqlite3.Error) -> int | None:
     """SQLite's primary result code of an error (extended codes keep it in the low byte);
     None for an error the library did not report."""
