@@ -1,26 +1,22 @@
-"""The ``spoolq`` command. Every command is a function of argv; ``main`` maps errors to
-exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."""
+"""The ``spoolq`` command: the group and its global flags, the commands that start things
+(run, web, submit, check, demo) and ``main``, which maps errors to exit codes: 0 ok, 1 the
+operation failed, 2 usage or configuration error. The operator's commands are in
+``operate``; what every command shares, in ``settings``."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from click.shell_completion import CompletionItem, get_completion_class
+from click.shell_completion import get_completion_class
 
-from spoolq import __version__
+from spoolq import __version__, operate
 from spoolq.api import build_trigger, publish
 from spoolq.claims import judge
-from spoolq.config import Config, load_config, parse_duration
-from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import (
     ConfigError,
     JobNotFound,
@@ -30,79 +26,11 @@ from spoolq.errors import (
     UsageError,
 )
 from spoolq.events import EventLog
-from spoolq.jobs import JobState
 from spoolq.lifecycle import Backoff
-from spoolq.procs import daemon_alive
-from spoolq.serialize import job_detail, job_list, status_dict
-from spoolq.statedir import StateDir
-from spoolq.store import Store, open_store
+from spoolq.settings import Settings, default_config, key_values
+from spoolq.store import open_store
 from spoolq.triggers import parse_trigger
 from spoolq.trust import TrustPolicy
-
-
-@dataclass
-class Settings:
-    config_path: Path | None
-    state_dir: Path | None
-
-    def load(self, **extra: Any) -> Config:
-        return load_config(self.config_path, **extra)
-
-    def state(self, config: Config) -> StateDir:
-        return StateDir.resolve(self.state_dir, config)
-
-    @contextlib.contextmanager
-    def store(self) -> Iterator[tuple[Config, StateDir, Store]]:
-        config = self.load()
-        state = self.state(config)
-        if config.store in ("sqlite", "") and not (state.root / "spoolq.db").exists():
-            raise SpoolqError(
-                f"no spoolq store at {state.root} (start the daemon first, or pass the "
-                "daemon's --state-dir / -c CONFIG)"
-            )
-        store = open_store(config.store, state.root)
-        try:
-            yield config, state, store
-        finally:
-            store.close()
-
-
-def _default_config() -> Path | None:
-    env = os.environ.get("SPOOLQ_CONFIG")
-    if env:
-        return Path(env)
-    local = Path("spoolq.toml")
-    return local if local.exists() else None
-
-
-def _completion_store(ctx: click.Context) -> Settings:
-    """Settings from the flags parsed so far (the group callback does not run while the shell
-    asks for completions)."""
-    root = ctx.find_root().params
-    return Settings(root.get("config_path") or _default_config(), root.get("state_dir"))
-
-
-def _complete_job(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
-    try:
-        with _completion_store(ctx).store() as (_c, _s, store):
-            found = store.list_jobs(limit=500)
-    except Exception:  # completion must never print a traceback into the shell
-        return []
-    prefix = incomplete.upper()
-    return [
-        CompletionItem(j.id, help=f"{j.state.value} {j.lane} {os.path.basename(j.trigger)}")
-        for j in found
-        if j.id.startswith(prefix)
-    ]
-
-
-def _complete_lane(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
-    try:
-        with _completion_store(ctx).store() as (_c, _s, store):
-            names = [lane.name for lane in store.lane_status()]
-    except Exception:  # completion must never print a traceback into the shell
-        return []
-    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -127,7 +55,7 @@ def _complete_lane(ctx: click.Context, _param: click.Parameter, incomplete: str)
 def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None) -> None:
     """spoolq: turn a directory into a durable job queue."""
     if config_path is None:
-        config_path = _default_config()
+        config_path = default_config()
     ctx.obj = Settings(config_path, state_dir)
 
 
@@ -274,13 +202,13 @@ def submit(
         argv=list(argv) or None,
         command=shell,
         job=job,
-        params=_kv(params, "--param"),
+        params=key_values(params, "--param"),
         lane=lane,
         id=idem,
         priority=priority,
         timeout=timeout,
         retries=retries,
-        env=_kv(envs, "--env"),
+        env=key_values(envs, "--env"),
     )
     if not job or job in config.jobs:
         # The daemon's own parser: catch mistakes before anything is published.
@@ -289,173 +217,6 @@ def submit(
         except TriggerRejected as exc:
             raise UsageError(f"the daemon would reject this trigger: {exc.reason}") from None
     click.echo(publish(spool_dir, doc, name))
-
-
-def _kv(items: tuple[str, ...], flag: str) -> dict[str, str]:
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} {item!r}: use KEY=VALUE")
-        result[key] = value
-    return result
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
-def status(s: Settings, as_json: bool) -> None:
-    """Lanes (concurrency, running, queued, paused), the running jobs with their elapsed
-    time, totals per state, live daemons."""
-    with s.store() as (config, _state, store):
-        now = time.time()
-        running = store.list_jobs(state=JobState.RUNNING, limit=10_000)
-        data = status_dict(store, config, now, running)
-    if as_json:
-        print_json(data)
-    else:
-        render_status(data["lanes"], data["states"], data["daemons"], running, now)
-
-
-@cli.command()
-@click.option("--state", "state_filter", type=click.Choice([s.value for s in JobState]))
-@click.option("--lane", shell_complete=_complete_lane)
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
-def jobs(
-    s: Settings, state_filter: str | None, lane: str | None, limit: int, as_json: bool
-) -> None:
-    """List jobs, newest first."""
-    with s.store() as (_c, _s, store):
-        found = store.list_jobs(
-            state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
-        )
-    if as_json:
-        print_json(job_list(found))
-    else:
-        render_jobs(found)
-
-
-@cli.command()
-@click.argument("job_ref", shell_complete=_complete_job)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
-def show(s: Settings, job_ref: str, as_json: bool) -> None:
-    """One job with every attempt (exit code, reason, duration, CPU, peak RSS)."""
-    with s.store() as (_c, _s, store):
-        job = store.get(job_ref)
-        attempts = store.attempts(job.id)
-    data = job_detail(job, attempts)
-    if as_json:
-        print_json(data)
-    else:
-        render_job(data, attempts)
-
-
-@cli.command()
-@click.argument("job_ref", shell_complete=_complete_job)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
-@click.pass_obj
-def logs(s: Settings, job_ref: str, follow: bool) -> None:
-    """Print a job's log (stdout and stderr of every attempt)."""
-    with s.store() as (_c, _s, store):
-        job = store.get(job_ref)
-        path = Path(job.log)
-        pos = 0
-        sink = sys.stdout.buffer
-        while True:
-            try:
-                with path.open("rb") as fh:
-                    fh.seek(pos)
-                    while chunk := fh.read(1 << 16):
-                        sink.write(chunk)
-                        pos += len(chunk)
-                    sink.flush()
-            except FileNotFoundError:
-                if not follow:
-                    raise SpoolqError(f"no log yet for job {job.id} ({path})") from None
-            if not follow:
-                return
-            job = store.get(job.id)
-            if job.state.finished:
-                follow = False  # one more read picks up the tail, then stop
-                continue
-            time.sleep(0.2)
-
-
-@cli.command()
-@click.argument("job_refs", nargs=-1, shell_complete=_complete_job)
-@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
-@click.pass_obj
-def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
-    """Queue finished jobs again, with a fresh set of retries."""
-    if not job_refs and not all_failed:
-        raise UsageError("name a JOB or use --failed")
-    with s.store() as (_c, state, store):
-        # Resolve every reference first: a typo in the third id changes nothing.
-        ids = [store.get(r).id for r in job_refs]
-        if all_failed:
-            ids += [i for i in store.failed_ids() if i not in ids]
-            if not ids:
-                click.echo("no failed jobs")
-        try:
-            for job_id in ids:
-                job = store.retry(job_id, time.time())
-                state.place(job.claimed_path, job.state.value)
-                click.echo(f"{job.id} queued again (attempt {job.attempts + 1} next)")
-        finally:
-            store.notify()
-
-
-@cli.command()
-@click.argument("job_refs", nargs=-1, required=True, shell_complete=_complete_job)
-@click.pass_obj
-def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
-    """Cancel jobs: a queued job never runs; a running one is terminated."""
-    with s.store() as (config, state, store):
-        # Resolve every reference first: a typo in the third id cancels nothing.
-        ids = [store.get(ref).id for ref in job_refs]
-        try:
-            for job_id in ids:
-                now = time.time()
-                job = store.cancel(job_id, now)
-                if job.state is JobState.CANCELLED:
-                    state.place(job.claimed_path, job.state.value)
-                    click.echo(f"{job.id} cancelled")
-                    continue
-                owner = next((d for d in store.daemons() if d.id == job.owner), None)
-                if owner is not None and daemon_alive(owner, now, config.stale_after):
-                    click.echo(f"{job.id} is running: its daemon is terminating it")
-                else:
-                    click.echo(
-                        f"{job.id} is running but its daemon ({job.owner}) is gone: the "
-                        "daemon that next rescues it stops it instead of running it again"
-                    )
-        finally:
-            store.notify()  # even after an error, wake the daemon for the ones done
-
-
-@cli.command()
-@click.argument("lane", shell_complete=_complete_lane)
-@click.pass_obj
-def pause(s: Settings, lane: str) -> None:
-    """Stop starting jobs in LANE (new triggers are still queued)."""
-    with s.store() as (_c, _s, store):
-        store.set_paused(lane, True)
-        store.notify()
-    click.echo(f"lane {lane} paused")
-
-
-@cli.command()
-@click.argument("lane", shell_complete=_complete_lane)
-@click.pass_obj
-def resume(s: Settings, lane: str) -> None:
-    """Start jobs in LANE again."""
-    with s.store() as (_c, _s, store):
-        store.set_paused(lane, False)
-        store.notify()
-    click.echo(f"lane {lane} resumed")
 
 
 @cli.command()
@@ -497,25 +258,6 @@ def check(s: Settings, triggers: tuple[Path, ...]) -> None:
         click.echo(f"{path}: ok ({len(spec.steps)} step(s), lane {lane})")
     if bad:
         raise SystemExit(2)
-
-
-@cli.command()
-@click.option("--older-than", "older", required=True, metavar="DURATION", help="e.g. 14d.")
-@click.pass_obj
-def prune(s: Settings, older: str) -> None:
-    """Delete finished job records, their logs and archived triggers."""
-    try:
-        age = parse_duration(older)
-    except ValueError as exc:
-        raise UsageError(f"--older-than: {exc}") from None
-    with s.store() as (_c, state, store):
-        # Only this host's jobs: another host's triggers and logs are not here to delete,
-        # and a row removed while its trigger waits in that host's claimed/ would be
-        # revived there as a new job.
-        removed = store.prune(time.time() - age, state.home)
-        for job in removed:
-            state.remove(job.claimed_path, job.state.value, job.log)
-    click.echo(f"pruned {len(removed)} job(s)")
 
 
 @cli.command()
@@ -575,5 +317,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         raise SystemExit(exc.exit_code) from None
     raise SystemExit(0)
 
+
+for _command in operate.COMMANDS:
+    cli.add_command(_command)
 
 __all__ = ["cli", "main"]

@@ -109,7 +109,8 @@ def test_submit_argv_with_every_flag_then_jobs_show_and_logs(env: Env) -> None:
     assert attempt["n"] == 1 and attempt["exit_code"] == 0 and attempt["reason"] is None
     assert isinstance(attempt["wall_s"], float) and attempt["wall_s"] >= 0
     assert isinstance(attempt["cpu_s"], float) and attempt["cpu_s"] >= 0
-    assert isinstance(attempt["max_rss_kb"], int) and attempt["max_rss_kb"] > 0
+    # A job smaller than the daemon has no measurable peak (see test_peak_rss.py).
+    assert attempt["max_rss_kb"] is None
 
     (listed,) = env.jobs()
     assert {k: listed[k] for k in JOB_KEYS} == {k: job[k] for k in JOB_KEYS}
