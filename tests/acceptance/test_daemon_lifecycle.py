@@ -4,9 +4,7 @@ next start."""
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -120,13 +118,18 @@ def test_a_stop_with_triggers_just_seen_waits_quietly_and_leaves_them_in_the_spo
     finally:
         d.signal(signal.SIGCONT)
     d.wait_for("stopping")
-    stat = Path(f"/proc/{d.proc.pid}/stat")
-    cpu0 = sum(int(x) for x in stat.read_text().rsplit(")", 1)[1].split()[11:13])
-    t0 = time.monotonic()
-    time.sleep(1.0)  # the window observed, not a wait for an event
-    cpu1 = sum(int(x) for x in stat.read_text().rsplit(")", 1)[1].split()[11:13])
-    busy = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
-    assert busy < 0.3, f"the stopping daemon used {busy:.0%} of a core while waiting"
+    # Not spinning: the loop's thread is found asleep in poll() at 10 looks in a row (a loop
+    # that spins on unclaimed events or due rescans is running at nearly every look). How
+    # much CPU a daemon uses is measured in bench/ (idle), not judged here.
+    task = Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}")
+    looks: list[bool] = []
+
+    def asleep_in_poll() -> bool:
+        state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        looks.append(state == "S" and "poll" in (task / "wchan").read_text())
+        return all(looks[-10:]) and len(looks) >= 10
+
+    wait_until(asleep_in_poll, 30, "the stopping daemon to sleep in poll()", interval=0.02)
     gate.touch()
     assert d.proc.wait(30) == 0
     assert all(t.exists() for t in late), "triggers not claimed before the stop stay put"
@@ -144,9 +147,26 @@ def test_a_backlog_is_claimed_a_batch_at_a_time_so_jobs_run_and_a_stop_is_heard(
     d = env.start(ready=False)
     assert d.wait_for("ready", timeout=60)[0]["pending"] == n
     d.wait_for("succeeded", count=3, timeout=60)
-    d.signal(signal.SIGTERM)
+    # Frozen while the signal arrives, so that what was still published then can be counted
+    # (how far the claims got by then depends only on how fast this machine is).
+    stat = Path(f"/proc/{d.proc.pid}/stat")
+    d.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 30, "SIGSTOP")
+        published_at_signal = len(list(env.spool.glob("*.trigger")))
+        d.signal(signal.SIGTERM)
+    finally:
+        d.signal(signal.SIGCONT)
     assert d.proc.wait(60) == 0
     left = list(env.spool.glob("*.trigger"))
     recorded = env.jobs()
     assert len(left) + len(recorded) == n, "every trigger is either still published or a job"
-    assert len(left) > n // 2, f"only {len(left)} of {n} left: the stop waited for the claims"
+    events = [e["event"] for e in d.events]
+    # Jobs ran while the backlog was being claimed: the first one ended before the last claim.
+    last_claim = len(events) - 1 - events[::-1].index("queued")
+    assert events.index("succeeded") < last_claim, "the whole backlog was claimed first"
+    # The stop was heard at once: after the signal, at most the rest of the batch the frozen
+    # pass was in was claimed (a batch is 64 triggers; a stop that waited for the claims
+    # would take every trigger still published, thousands on any machine).
+    claimed_after = published_at_signal - len(left)
+    assert claimed_after <= 200, f"{claimed_after} triggers claimed after the SIGTERM"
