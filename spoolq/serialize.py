@@ -10,7 +10,7 @@ from typing import Any
 
 from spoolq.config import Config
 from spoolq.display import running_row
-from spoolq.jobs import Attempt, Job, JobState
+from spoolq.jobs import Attempt, Job
 from spoolq.store import Store
 
 try:
@@ -33,8 +33,8 @@ def status_dict(
     """``spoolq status --json``: lanes, totals per state, the daemons on this store, and the
     running jobs (``running``, when the caller has read them already)."""
     now = time.time() if now is None else now
-    if running is None:
-        running = store.list_jobs(state=JobState.RUNNING, limit=10_000)
+    if running is None:  # along the running index, newest first like ``list_jobs``
+        running = store.running_jobs()[::-1]
     return {
         "lanes": [lane.to_dict(now) for lane in store.lane_status()],
         "states": store.state_counts(),

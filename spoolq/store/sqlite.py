@@ -228,20 +228,19 @@ class SqliteStore(SqlStore):
 def _private_file(path: Path) -> None:
     """Create the store file 0640 whatever the umask, and take an older one's read access
     from others: it holds every job's argv, env and reasons. The group stays the operators'
-    way in. SQLite gives the -wal and -shm files the main file's mode when it makes them."""
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o037:
-            with contextlib.suppress(PermissionError):  # not ours: leave it to its owner
-                os.fchmod(fd, mode & ~0o037)
-    finally:
-        os.close(fd)
-    for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-        with contextlib.suppress(OSError):  # absent, or not ours
-            mode = stat.S_IMODE(side.stat().st_mode)
+    way in. SQLite gives the -wal and -shm files the main file's mode when it makes them.
+
+    An existing file is never opened here, only changed by its path: closing a descriptor of
+    it would drop every POSIX lock this process holds on it, those of another connection
+    in this process too (the web's, beside the daemon's). Without its lock that connection
+    looks gone, and the next process to close the store deletes the WAL it still writes."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):  # absent, or not ours: leave it to its owner
+            mode = stat.S_IMODE(file.stat().st_mode)
             if mode & 0o037:
-                side.chmod(mode & ~0o037)
+                file.chmod(mode & ~0o037)
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -159,9 +159,10 @@ def _overview(ctx: WebContext, state: str | None, lane: str | None) -> dict[str,
     st, ln = _filters(state, lane)
 
     def read(store: Any) -> dict[str, Any]:
+        running = store.running_jobs()
         return {
-            "status": status_dict(store, ctx.config),
-            "running": store.running_jobs(),
+            "status": status_dict(store, ctx.config, None, running[::-1]),
+            "running": running,
             "recent": store.list_jobs_page(state=st, lane=ln, limit=RECENT),
         }
 
