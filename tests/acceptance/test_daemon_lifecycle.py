@@ -138,8 +138,8 @@ def test_a_stop_with_triggers_just_seen_waits_quietly_and_leaves_them_in_the_spo
 def test_a_backlog_is_claimed_a_batch_at_a_time_so_jobs_run_and_a_stop_is_heard(env: Env) -> None:
     """A large backlog found at start is claimed one batch per pass of the event loop: jobs
     run (and are reaped, and replaced) while it is being claimed, and a SIGTERM stops the
-    claiming at once, leaving the rest in the spool for the next start. (The whole backlog
-    used to be claimed first: one job ran, and the stop waited, until the last claim.)"""
+    claiming at once, leaving the rest in the spool for the next start (rather than one job
+    running, and the stop waiting, until the last claim)."""
     env.write_config(NO_TIMERS)
     n = 8000
     for i in range(n):
