@@ -18,7 +18,6 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from spoolq import logfiles
-from spoolq.claims import Claimer, new_job_id
+from spoolq.claims import Claimer
 from spoolq.config import Config
 from spoolq.errors import StoreUnavailable
 from spoolq.events import EventLog
@@ -81,9 +80,9 @@ class Daemon:
             store,
             self.supervisor,
             log,
-            daemon_id=f"{new_job_id()}@{socket.gethostname()}",
             stale_after=config.stale_after,
             clock=clock,
+            state=state,
         )
         self.id = self.fleet.id
         # After a store fault, a heartbeat is the real write that opens each retry.

@@ -5,8 +5,9 @@ Owns registering this daemon, the heartbeat and its fencing (a daemon whose regi
 a peer removed stops its copies of the jobs the peer re-queued), and the rescue of a dead
 daemon's jobs: another host's are re-queued at once (their processes died with it or are
 out of reach), this host's only once the supervisor has seen every process of the old
-attempt gone - so that a job never runs twice at once. Leaves the killing to the
-supervisor and the re-queue rules to ``lifecycle`` through the store.
+attempt gone - so that a job never runs twice at once. A re-queued job keeps its home (its
+state directory): any daemon serving that directory, on any host, runs it next. Leaves the
+killing to the supervisor and the re-queue rules to ``lifecycle`` through the store.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import os
 import socket
 from collections.abc import Callable
 
+from spoolq.claims import new_job_id
 from spoolq.events import EventLog
-from spoolq.jobs import DaemonInfo, Job
+from spoolq.jobs import DaemonInfo, HomeInfo, Job
 from spoolq.procs import daemon_alive, pid_start_time
+from spoolq.statedir import StateDir
 from spoolq.store.base import Store
 from spoolq.supervisor import Supervisor
 
@@ -29,24 +32,30 @@ class Fleet:
         supervisor: Supervisor,
         log: EventLog,
         *,
-        daemon_id: str,
         stale_after: float,
         clock: Callable[[], float],
+        state: StateDir,
     ) -> None:
+        self.state = state
         self.store = store
         self.supervisor = supervisor
         self.log = log
-        self.id = daemon_id
         self.host = socket.gethostname()
+        self.id = f"{new_job_id()}@{self.host}"  # the host part: attempts record it
         self.stale_after = stale_after
         self.clock = clock
         self.peers = False  # another live daemon shares the store
 
     def register(self, now: float) -> None:
-        pid = os.getpid()
+        """Join the store as a daemon serving this state directory (its home)."""
+        pid, home = os.getpid(), self.state.home
         self.store.register_daemon(
-            DaemonInfo(self.id, self.host, pid, now, now, pid_start_time(pid))
+            DaemonInfo(self.id, self.host, pid, now, now, pid_start_time(pid), home)
         )
+        info = HomeInfo(home, str(self.state.root), self.host, self.id, now)
+        adopted = self.store.adopt_home(info, self.state.legacy_home)
+        if adopted:
+            self.log.warn("home_adopted", home=home, old=self.state.legacy_home, jobs=adopted)
 
     def unregister(self) -> None:
         self.store.unregister_daemon(self.id)

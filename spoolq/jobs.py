@@ -89,7 +89,8 @@ class NewJob:
     on_success: str
     created_at: float
     reason: str | None = None  # set for a job that is recorded as rejected
-    home: str = ""  # host:state_dir of the daemon that claimed it (where its files are)
+    home: str = ""  # identity of the state directory that claimed it; "": any daemon's
+    text: str | None = None  # the trigger's content, kept in the store (any-host lanes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class Job:
     pid: int | None
     cancel_requested: bool
     pid_start: str | None = None
+    home: str = ""  # the state directory whose daemons run it (its files are there); "": any
 
     @property
     def file_path(self) -> Path:
@@ -148,6 +150,7 @@ class Job:
             "timeout": self.timeout,
             "owner": self.owner,
             "pid": self.pid,
+            "home": self.home or None,
             "steps": [list(s) for s in self.spec.steps] if self.spec else None,
         }
 
@@ -163,7 +166,8 @@ class Attempt:
     wall_s: float | None
     cpu_s: float | None
     max_rss_kb: int | None
-    owner: str | None
+    owner: str | None  # the daemon that ran it
+    host: str | None = None  # the host it ran on (None: recorded before hosts were)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +180,8 @@ class Attempt:
             "cpu_s": self.cpu_s,
             "max_rss_kb": self.max_rss_kb,
             "owner": self.owner,
+            "daemon": self.owner,
+            "host": self.host,
         }
 
 
@@ -202,15 +208,38 @@ class DaemonInfo:
     started_at: float
     heartbeat_at: float
     pid_start: str = ""  # the kernel's start time of pid, to tell a reused pid apart
+    home: str = ""  # the state directory it serves
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "host": self.host,
+            "home": self.home or None,
             "pid": self.pid,
             "started_at": iso(self.started_at),
             "heartbeat_at": iso(self.heartbeat_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class HomeInfo:
+    """A state directory that has had a daemon: where it is, and who was last seen
+    serving it (kept after that daemon is gone)."""
+
+    home: str
+    path: str
+    host: str
+    daemon: str | None
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """The end of a finished job's log, kept in the store for hosts that cannot read it."""
+
+    tail: bytes
+    size: int  # of the whole log
+    host: str  # where the whole log is
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +250,15 @@ class LaneStatus:
     queued: int
     paused: bool
     oldest_queued_at: float | None
+    override: int | None = None  # set by an operator (spoolq lane), else None
+    configured: int | None = None  # what the daemons' config says
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
             "name": self.name,
             "concurrency": self.concurrency,
+            "overridden": self.override is not None,
+            "configured_concurrency": self.configured,
             "running": self.running,
             "queued": self.queued,
             "paused": self.paused,

@@ -9,6 +9,7 @@ of the steps to the daemon, the files' places to ``claims``, the rules to ``life
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,9 @@ from spoolq.errors import StoreUnavailable
 from spoolq.events import EventLog
 from spoolq.faults import crash_point
 from spoolq.intake import Intake
-from spoolq.jobs import Job, JobState, NewJob
+from spoolq.jobs import Job, JobState, LogTail, NewJob
 from spoolq.lifecycle import STOPPED_FOR_SHUTDOWN
+from spoolq.logfiles import read_tail
 from spoolq.procs import pid_start_time
 from spoolq.runner import RunningJob
 from spoolq.store.base import Store
@@ -45,6 +47,7 @@ class Ledger:
         self.due_at: float | None = None  # the earliest retry time of a queued job
         self.known_lanes: set[str] = set()
         self.needs_reconcile = False
+        self.host = socket.gethostname()
 
     # -- claimed triggers --------------------------------------------------------------------
     def enqueue(self, batch: list[NewJob]) -> list[Job]:
@@ -124,8 +127,15 @@ class Ledger:
         stored, to be read once that transaction is over."""
         assert rj.result is not None
         self.dirty.add(rj.job.lane)
+        # The end of its log, for hosts that cannot read the file (kept if the job ends).
+        found = read_tail(rj.job.log)
         return self.store.end_attempt(
-            rj.job, rj.result, rj.stop_reason, self.clock(), cancel_requested=rj.cancelled
+            rj.job,
+            rj.result,
+            rj.stop_reason,
+            self.clock(),
+            cancel_requested=rj.cancelled,
+            log_tail=LogTail(found[0], found[1], self.host) if found else None,
         )
 
     def ended(self, rj: RunningJob, new: Job) -> None:

@@ -22,6 +22,26 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 MODE = 0o640
 
 
+TAIL_BYTES = 64 * 1024  # of a finished job's log, kept in the store for other hosts
+
+
+def read_tail(path: str, limit: int = TAIL_BYTES) -> tuple[bytes, int] | None:
+    """The last ``limit`` bytes of the log at ``path`` and its whole size (never reads
+    more than that); None if it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - limit)
+        return os.pread(fd, size - start, start), size
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def open_log(path: str) -> int:
     """Open (creating if needed) a job log for appending."""
     return os.open(path, _FLAGS | os.O_CREAT, MODE)

@@ -19,6 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ulid import ULID
+
 from spoolq.config import Config
 from spoolq.errors import ConfigError
 from spoolq.trust import TrustPolicy, check_directory
@@ -35,7 +37,13 @@ LOGS = "logs"
 SUBDIRS = (CLAIMED, "done", "failed", "cancelled", "rejected", LOGS)
 LOG_POOL = ".logpool"  # spare log files made ahead of time (see logfiles.LogPool)
 DB = "spoolq.db"  # the embedded store
+IDENTITY = "home.id"  # this directory's identity: the "home" of the jobs claimed into it
 WAKE = "wake"  # FIFOs through which control commands wake daemons (SQLite store)
+
+
+def new_identity() -> str:
+    """A fresh state-directory identity: random, sortable by creation time."""
+    return f"home-{ULID()}"
 
 
 def archive_path(claimed_path: str, state: str) -> Path:
@@ -101,6 +109,23 @@ class StateDir:
     def ensure(self) -> None:
         for sub in SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._make_identity()
+
+    def _make_identity(self) -> None:
+        """Write the identity file once, when the directory is made. Two hosts that share
+        the directory may race here: the file appears by link(2), which never replaces
+        one that exists (and is atomic on NFS too), so both end up reading the same id."""
+        path = self.root / IDENTITY
+        if path.exists():
+            return
+        tmp = self.root / f".{IDENTITY}.{os.getpid()}.{socket.gethostname()}"
+        tmp.write_text(f"{new_identity()}\n", encoding="ascii")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
 
     @property
     def claimed(self) -> Path:
@@ -108,7 +133,19 @@ class StateDir:
 
     @property
     def home(self) -> str:
-        """host:state_dir - where a job's trigger and log live, and so where it runs."""
+        """This directory's identity, the home of the jobs claimed into it: their trigger
+        and log live here, so any daemon serving this directory may run them, on any host
+        that mounts it. A directory made by an older spoolq (no identity file yet, no
+        daemon started since) is still known by its old name, ``legacy_home``."""
+        try:
+            text = (self.root / IDENTITY).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return self.legacy_home
+        return text or self.legacy_home
+
+    @property
+    def legacy_home(self) -> str:
+        """host:state_dir - what a home was before directories had an identity."""
         return f"{socket.gethostname()}:{self.root}"
 
     @property

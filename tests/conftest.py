@@ -120,14 +120,19 @@ class DaemonProcess:
     """``spoolq run`` as a user runs it, with its JSON event log collected."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...] = ()
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        pass_fds: tuple[int, ...] = (),
+        prefix: tuple[str, ...] = (),  # run it through this (e.g. in a namespace of its own)
     ) -> None:
         self.args = args
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [SPOOLQ, *args],
+            [*prefix, SPOOLQ, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -17,9 +17,11 @@ from spoolq.jobs import (
     Attempt,
     AttemptResult,
     DaemonInfo,
+    HomeInfo,
     Job,
     JobState,
     LaneStatus,
+    LogTail,
     NewJob,
 )
 
@@ -79,8 +81,9 @@ class Store(abc.ABC):
         """In one transaction, move as many queued jobs of ``lane`` to running as the lane
         has free slots (at most ``limit``), unless it is paused: priority first, then FIFO,
         skipping jobs whose ``not_before`` is later. With ``home``, only jobs claimed under
-        that home (host:state_dir), whose trigger and log live there, and jobs with no home;
-        the lane limit counts the running jobs of every home."""
+        that home (a state directory's identity), whose trigger and log live there, and
+        jobs with no home; the lane limit counts the running jobs of every home. Each
+        attempt records its daemon (``owner``, ``id@host``) and that host."""
 
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None: ...
@@ -95,10 +98,12 @@ class Store(abc.ABC):
         *,
         cancel_requested: bool = False,
         rng: Callable[[], float] = random.random,
+        log_tail: LogTail | None = None,
     ) -> Callable[[], Job]:
         """Close the running attempt of ``job`` and apply what ``lifecycle.decide`` makes of
         it (succeeded, cancelled, re-queued, retry later, failed), in one transaction that
-        also reads whether an operator asked to cancel the job meanwhile.
+        also reads whether an operator asked to cancel the job meanwhile. A job that ends
+        keeps ``log_tail`` (the end of its log) in the store.
 
         The job as stored is read when the returned function is first called (later calls
         return the same job). Called once the transaction (``atomic()``) has committed, it
@@ -180,6 +185,42 @@ class Store(abc.ABC):
     def prune(self, finished_before: float, home: str | None = None) -> list[Job]:
         """Delete finished jobs (and their attempts) older than the cutoff; return them.
         With ``home``, only jobs whose files live there (their host prunes the others)."""
+
+    # -- several hosts -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def adopt_home(self, info: HomeInfo, legacy: str) -> int:
+        """A daemon serves the state directory ``info.home``: record it as seen now, and
+        give the jobs recorded under the directory's old name ``legacy`` (host:path) its
+        identity. Returns how many were adopted."""
+
+    @abc.abstractmethod
+    def homes(self) -> list[HomeInfo]: ...
+
+    @abc.abstractmethod
+    def queued_by_home(self) -> dict[str, tuple[int, float]]:
+        """(count, oldest created_at) of the queued jobs that only one home may run."""
+
+    @abc.abstractmethod
+    def set_lane_limit(self, lane: str, concurrency: int | None) -> LaneStatus | None:
+        """Override a lane's concurrency for every daemon (kept until reset: ``None``,
+        back to the config's). None if there is no such lane to reset."""
+
+    @abc.abstractmethod
+    def log_tail(self, job_id: str) -> LogTail | None: ...
+
+    @abc.abstractmethod
+    def trigger_text(self, job_id: str) -> str | None:
+        """The trigger's content, if the store keeps it (any-host lanes)."""
+
+    @abc.abstractmethod
+    def release_home(self, job_id: str) -> Job | None:
+        """Let any daemon run ``job_id`` (its trigger content is in the store); None if the
+        store does not hold its content."""
+
+    @abc.abstractmethod
+    def prunable_elsewhere(self, finished_before: float, home: str) -> dict[str, int]:
+        """Per other home: finished jobs older than the cutoff that ``prune`` with ``home``
+        leaves (their files are there)."""
 
     # -- change notification between processes ------------------------------------------------
     @abc.abstractmethod

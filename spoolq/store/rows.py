@@ -21,7 +21,13 @@ def attempt_from_row(row: Row) -> Attempt:
 
 def daemon_from_row(row: Row) -> DaemonInfo:
     return DaemonInfo(
-        row["id"], row["host"], row["pid"], row["started_at"], row["heartbeat_at"], row["pid_start"]
+        row["id"],
+        row["host"],
+        row["pid"],
+        row["started_at"],
+        row["heartbeat_at"],
+        row["pid_start"],
+        row["home"],
     )
 
 
@@ -58,4 +64,5 @@ def job_from_row(row: Row, spec: JobSpec | None = None) -> Job:
         pid=row["pid"],
         cancel_requested=bool(row["cancel_requested"]),
         pid_start=row["pid_start"],
+        home=row["home"],
     )

@@ -27,10 +27,12 @@ from spoolq.jobs import (
     Job,
     JobState,
     LaneStatus,
+    LogTail,
     NewJob,
 )
 from spoolq.lifecycle import CANCELLED_REASON, INTERRUPTED, Outcome, Verdict, decide
 from spoolq.store.base import Store
+from spoolq.store.fleetverbs import FleetVerbs, lane_from_row
 from spoolq.store.rows import Row, attempt_from_row, daemon_from_row, job_from_row
 
 Pending = Callable[[], Row | None]  # the row of a statement sent with Tx.send
@@ -51,7 +53,7 @@ class Tx(Protocol):
     def send(self, query: str, /, **params: Any) -> Pending: ...
 
 
-class SqlStore(Store):
+class SqlStore(FleetVerbs, Store):
     _outer: Tx | None = None  # the transaction of an open atomic() block
 
     @abc.abstractmethod
@@ -124,6 +126,8 @@ class SqlStore(Store):
                     finished_at=now if reason else None,
                 )
                 sent.append((job, pending))
+                if job.text is not None and reason is None:
+                    tx.run("save_trigger_text", job_id=job.id, text=job.text)
             out = []
             for job, pending in sent:  # a batch of inserts: one round trip
                 row = pending()
@@ -168,8 +172,16 @@ class SqlStore(Store):
                     f"lane {lane!r} was created while being claimed; claim again"
                 )
             rows.sort(key=lambda row: (-row["priority"], row["seq"]))  # RETURNING has no order
+            host = owner.rpartition("@")[2]  # a daemon's id is id@host
             for row in rows:
-                tx.run("insert_attempt", job_id=row["id"], n=row["attempts"], now=now, owner=owner)
+                tx.run(
+                    "insert_attempt",
+                    job_id=row["id"],
+                    n=row["attempts"],
+                    now=now,
+                    owner=owner,
+                    host=host,
+                )
             return [job_from_row(row) for row in rows]
 
     def mark_started(self, job_id: str, pid: int, pid_start: str) -> None:
@@ -199,6 +211,7 @@ class SqlStore(Store):
         *,
         cancel_requested: bool = False,
         rng: Callable[[], float] = random.random,
+        log_tail: LogTail | None = None,
     ) -> Callable[[], Job]:
         with self._tx() as tx:
 
@@ -212,6 +225,8 @@ class SqlStore(Store):
             interrupted = outcome.verdict is Verdict.REQUEUED
             self._close_attempt(tx, job, None if interrupted else result, now)
             ended = self._apply(tx, job.id, None if interrupted else result, outcome, now)
+            if log_tail is not None and outcome.verdict not in (Verdict.RETRY, Verdict.REQUEUED):
+                self._save_tail(tx, job.id, log_tail)  # (sent with the commit: no round trip)
 
         @functools.cache  # read once: a pipelined answer can be fetched only once
         def stored() -> Job:
@@ -294,10 +309,12 @@ class SqlStore(Store):
                 pid_start=info.pid_start,
                 started_at=info.started_at,
                 heartbeat_at=info.heartbeat_at,
+                home=info.home,
             )
 
     def heartbeat(self, daemon_id: str, now: float) -> bool:
         with self._tx() as tx:
+            tx.run("touch_home", id=daemon_id, now=now)
             return tx.one("heartbeat", id=daemon_id, now=now) is not None
 
     def unregister_daemon(self, daemon_id: str) -> None:
@@ -364,17 +381,7 @@ class SqlStore(Store):
     def lane_status(self) -> list[LaneStatus]:
         with self._read() as tx:
             rows = tx.all("lane_status")
-        return [
-            LaneStatus(
-                name=r["name"],
-                concurrency=r["concurrency"],
-                running=r["running"],
-                queued=r["queued"],
-                paused=bool(r["paused"]),
-                oldest_queued_at=r["oldest"],
-            )
-            for r in rows
-        ]
+        return [lane_from_row(r, r["running"], r["queued"], r["oldest"]) for r in rows]
 
     def state_counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in JobState}
@@ -386,7 +393,9 @@ class SqlStore(Store):
         with self._tx() as tx:
             rows = tx.all("prune", before=finished_before, home=home)
             if rows:
-                tx.all("delete_attempts", ids=self._ids([r["id"] for r in rows]))
+                ids = [r["id"] for r in rows]
+                tx.all("delete_attempts", ids=self._ids(ids))
+                self._drop_extras(tx, ids)
         return [job_from_row(r) for r in rows]
 
     # -- web and metrics ---------------------------------------------------------------------

@@ -25,8 +25,12 @@ LIMIT 1
 INSERT INTO spoolq_lanes (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING
 
 -- name: set_lane_concurrency
-INSERT INTO spoolq_lanes (name, concurrency) VALUES (%(name)s, %(concurrency)s)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency
+-- A daemon's config; an operator's override (spoolq lane) stays in force until reset.
+INSERT INTO spoolq_lanes (name, concurrency, configured)
+VALUES (%(name)s, %(concurrency)s, %(concurrency)s)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = coalesce(spoolq_lanes.override, excluded.concurrency),
+    configured = excluded.configured
 
 -- name: set_lane_paused
 INSERT INTO spoolq_lanes (name, paused) VALUES (%(name)s, %(paused)s)
@@ -61,8 +65,8 @@ WHERE seq = ANY(ARRAY(
 RETURNING *
 
 -- name: insert_attempt
-INSERT INTO spoolq_attempts (job_id, n, started_at, owner)
-VALUES (%(job_id)s, %(n)s, %(now)s, %(owner)s)
+INSERT INTO spoolq_attempts (job_id, n, started_at, owner, host)
+VALUES (%(job_id)s, %(n)s, %(now)s, %(owner)s, %(host)s)
 
 -- name: mark_started
 UPDATE spoolq_jobs SET pid = %(pid)s, pid_start = %(pid_start)s
@@ -114,8 +118,8 @@ WHERE EXISTS (SELECT 1 FROM spoolq_jobs j
                 AND (%(home)s::text IS NULL OR j.home = %(home)s OR j.home = ''))
 
 -- name: register_daemon
-INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at)
-VALUES (%(id)s, %(host)s, %(pid)s, %(pid_start)s, %(started_at)s, %(heartbeat_at)s)
+INSERT INTO spoolq_daemons (id, host, pid, pid_start, started_at, heartbeat_at, home)
+VALUES (%(id)s, %(host)s, %(pid)s, %(pid_start)s, %(started_at)s, %(heartbeat_at)s, %(home)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
 
 -- name: heartbeat
@@ -168,7 +172,7 @@ RETURNING *
 SELECT id FROM spoolq_jobs WHERE state = 'failed' ORDER BY seq
 
 -- name: lane_status
-SELECT l.name, l.concurrency, l.paused,
+SELECT l.name, l.concurrency, l.paused, l.override, l.configured,
        (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'running' AND j.lane = l.name)
            AS running,
        (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'queued' AND j.lane = l.name)
@@ -222,3 +226,78 @@ SELECT lane, outcome, n FROM spoolq_finished_totals ORDER BY lane, outcome
 
 -- name: rejected_totals
 SELECT reason, n FROM spoolq_rejected_totals ORDER BY reason
+
+-- several hosts -----------------------------------------------------------------------------
+
+-- name: register_home
+INSERT INTO spoolq_homes (home, path, host, daemon, seen_at)
+VALUES (%(home)s, %(path)s, %(host)s, %(daemon)s, %(now)s)
+ON CONFLICT (home) DO UPDATE
+SET path = excluded.path, host = excluded.host, daemon = excluded.daemon,
+    seen_at = excluded.seen_at
+
+-- name: touch_home
+-- With each heartbeat: when a daemon was last seen serving its home (kept after it dies).
+UPDATE spoolq_homes SET seen_at = %(now)s, daemon = %(id)s
+WHERE home = (SELECT home FROM spoolq_daemons WHERE id = %(id)s)
+
+-- name: adopt_home
+-- Jobs recorded under a state directory's old name (host:path) take its identity.
+UPDATE spoolq_jobs SET home = %(home)s WHERE home = %(legacy)s RETURNING id
+
+-- name: forget_home
+DELETE FROM spoolq_homes WHERE home = %(home)s
+
+-- name: homes
+SELECT * FROM spoolq_homes ORDER BY home
+
+-- name: queued_by_home
+-- Queued jobs that only one state directory's daemons may run, per home.
+SELECT home, count(*) AS n, min(created_at) AS oldest FROM spoolq_jobs
+WHERE state = 'queued' AND home <> ''
+GROUP BY home
+
+-- name: set_lane_override
+INSERT INTO spoolq_lanes (name, concurrency, override) VALUES (%(name)s, %(n)s, %(n)s)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, override = excluded.override
+RETURNING *
+
+-- name: reset_lane_override
+UPDATE spoolq_lanes SET concurrency = coalesce(configured, 1), override = NULL
+WHERE name = %(name)s
+RETURNING *
+
+-- name: save_log_tail
+INSERT INTO spoolq_log_tails (job_id, tail, size, host)
+VALUES (%(job_id)s, %(tail)s, %(size)s, %(host)s)
+ON CONFLICT (job_id) DO UPDATE SET tail = excluded.tail, size = excluded.size, host = excluded.host
+
+-- name: log_tail
+SELECT * FROM spoolq_log_tails WHERE job_id = %(job_id)s
+
+-- name: prunable_elsewhere
+-- Finished jobs old enough to prune whose files live in another state directory.
+SELECT home, count(*) AS n FROM spoolq_jobs
+WHERE finished_at IS NOT NULL AND finished_at < %(before)s
+  AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+  AND home <> %(home)s AND home <> ''
+GROUP BY home
+
+-- name: delete_log_tails
+DELETE FROM spoolq_log_tails WHERE job_id = ANY(%(ids)s)
+
+-- name: delete_trigger_texts
+DELETE FROM spoolq_trigger_texts WHERE job_id = ANY(%(ids)s)
+
+-- name: save_trigger_text
+INSERT INTO spoolq_trigger_texts (job_id, text) VALUES (%(job_id)s, %(text)s)
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: trigger_text
+SELECT text FROM spoolq_trigger_texts WHERE job_id = %(job_id)s
+
+-- name: release_home
+-- An operator lets any daemon run a job whose trigger content is in the store.
+UPDATE spoolq_jobs SET home = ''
+WHERE id = %(id)s AND EXISTS (SELECT 1 FROM spoolq_trigger_texts WHERE job_id = %(id)s)
+RETURNING *

@@ -24,8 +24,11 @@ LIMIT 1
 INSERT INTO lanes (name) VALUES (:name) ON CONFLICT (name) DO NOTHING
 
 -- name: set_lane_concurrency
-INSERT INTO lanes (name, concurrency) VALUES (:name, :concurrency)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency
+-- A daemon's config; an operator's override (spoolq lane) stays in force until reset.
+INSERT INTO lanes (name, concurrency, configured) VALUES (:name, :concurrency, :concurrency)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = coalesce(lanes.override, excluded.concurrency),
+    configured = excluded.configured
 
 -- name: set_lane_paused
 INSERT INTO lanes (name, paused) VALUES (:name, :paused)
@@ -56,7 +59,8 @@ WHERE seq IN (
 RETURNING *
 
 -- name: insert_attempt
-INSERT INTO attempts (job_id, n, started_at, owner) VALUES (:job_id, :n, :now, :owner)
+INSERT INTO attempts (job_id, n, started_at, owner, host)
+VALUES (:job_id, :n, :now, :owner, :host)
 
 -- name: mark_started
 UPDATE jobs SET pid = :pid, pid_start = :pid_start WHERE id = :id AND state = 'running'
@@ -110,8 +114,8 @@ WHERE EXISTS (SELECT 1 FROM jobs j INDEXED BY jobs_queue
                 AND (:home IS NULL OR j.home = :home OR j.home = ''))
 
 -- name: register_daemon
-INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at)
-VALUES (:id, :host, :pid, :pid_start, :started_at, :heartbeat_at)
+INSERT OR REPLACE INTO daemons (id, host, pid, pid_start, started_at, heartbeat_at, home)
+VALUES (:id, :host, :pid, :pid_start, :started_at, :heartbeat_at, :home)
 
 -- name: heartbeat
 UPDATE daemons SET heartbeat_at = :now WHERE id = :id RETURNING id
@@ -164,7 +168,7 @@ WHERE state IN ('failed', 'cancelled', 'rejected') AND state = 'failed'
 ORDER BY seq
 
 -- name: lane_status
-SELECT l.name, l.concurrency, l.paused,
+SELECT l.name, l.concurrency, l.paused, l.override, l.configured,
        (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.lane = l.name) AS running,
        (SELECT count(*) FROM jobs j WHERE j.state = 'queued' AND j.lane = l.name) AS queued,
        (SELECT min(created_at) FROM jobs j WHERE j.state = 'queued' AND j.lane = l.name)
@@ -211,3 +215,78 @@ SELECT lane, outcome, n FROM finished_totals ORDER BY lane, outcome
 
 -- name: rejected_totals
 SELECT reason, n FROM rejected_totals ORDER BY reason
+
+-- several hosts -----------------------------------------------------------------------------
+
+-- name: register_home
+INSERT INTO homes (home, path, host, daemon, seen_at)
+VALUES (:home, :path, :host, :daemon, :now)
+ON CONFLICT (home) DO UPDATE
+SET path = excluded.path, host = excluded.host, daemon = excluded.daemon,
+    seen_at = excluded.seen_at
+
+-- name: touch_home
+-- With each heartbeat: when a daemon was last seen serving its home (kept after it dies).
+UPDATE homes SET seen_at = :now, daemon = :id
+WHERE home = (SELECT home FROM daemons WHERE id = :id)
+
+-- name: adopt_home
+-- Jobs recorded under a state directory's old name (host:path) take its identity.
+UPDATE jobs SET home = :home WHERE home = :legacy RETURNING id
+
+-- name: forget_home
+DELETE FROM homes WHERE home = :home
+
+-- name: homes
+SELECT * FROM homes ORDER BY home
+
+-- name: queued_by_home
+-- Queued jobs that only one state directory's daemons may run, per home.
+SELECT home, count(*) AS n, min(created_at) AS oldest FROM jobs
+WHERE state = 'queued' AND home <> ''
+GROUP BY home
+
+-- name: set_lane_override
+INSERT INTO lanes (name, concurrency, override) VALUES (:name, :n, :n)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, override = excluded.override
+RETURNING *
+
+-- name: reset_lane_override
+UPDATE lanes SET concurrency = coalesce(configured, 1), override = NULL
+WHERE name = :name
+RETURNING *
+
+-- name: save_log_tail
+INSERT INTO log_tails (job_id, tail, size, host)
+VALUES (:job_id, :tail, :size, :host)
+ON CONFLICT (job_id) DO UPDATE SET tail = excluded.tail, size = excluded.size, host = excluded.host
+
+-- name: log_tail
+SELECT * FROM log_tails WHERE job_id = :job_id
+
+-- name: prunable_elsewhere
+-- Finished jobs old enough to prune whose files live in another state directory.
+SELECT home, count(*) AS n FROM jobs
+WHERE finished_at IS NOT NULL AND finished_at < :before
+  AND state IN ('succeeded', 'failed', 'cancelled', 'rejected')
+  AND home <> :home AND home <> ''
+GROUP BY home
+
+-- name: delete_log_tails
+DELETE FROM log_tails WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: delete_trigger_texts
+DELETE FROM trigger_texts WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: save_trigger_text
+INSERT INTO trigger_texts (job_id, text) VALUES (:job_id, :text)
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: trigger_text
+SELECT text FROM trigger_texts WHERE job_id = :job_id
+
+-- name: release_home
+-- An operator lets any daemon run a job whose trigger content is in the store.
+UPDATE jobs SET home = ''
+WHERE id = :id AND EXISTS (SELECT 1 FROM trigger_texts WHERE job_id = :id)
+RETURNING *

@@ -1,0 +1,108 @@
+"""The store's verbs for several hosts, written once over named SQL: homes (state
+directories) and who serves them, run-time lane limits, log tails and trigger content kept
+for hosts that do not have the files.
+
+A mixin of ``SqlStore``: each verb is one transaction through its ``_tx`` or ``_read``.
+What these mean for the daemon is ``fleet``'s; what an operator sees, ``operate``'s.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any
+
+from spoolq.jobs import HomeInfo, Job, LaneStatus, LogTail
+from spoolq.store.rows import Row, job_from_row
+
+
+def lane_from_row(
+    r: Row, running: int = 0, queued: int = 0, oldest: float | None = None
+) -> LaneStatus:
+    return LaneStatus(
+        name=r["name"],
+        concurrency=r["concurrency"],
+        running=running,
+        queued=queued,
+        paused=bool(r["paused"]),
+        oldest_queued_at=oldest,
+        override=r["override"],
+        configured=r["configured"],
+    )
+
+
+class FleetVerbs(abc.ABC):
+    @abc.abstractmethod
+    def _tx(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    @abc.abstractmethod
+    def _read(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    @abc.abstractmethod
+    def _ids(self, ids: list[str]) -> Any: ...
+
+    def adopt_home(self, info: HomeInfo, legacy: str) -> int:
+        with self._tx() as tx:
+            tx.run(
+                "register_home",
+                home=info.home,
+                path=info.path,
+                host=info.host,
+                daemon=info.daemon,
+                now=info.seen_at,
+            )
+            if legacy == info.home:
+                return 0
+            # (RETURNING: the count; the rows are few, old jobs of this directory.)
+            n = len(tx.all("adopt_home", home=info.home, legacy=legacy) or [])
+            tx.run("forget_home", home=legacy)
+        return n
+
+    def homes(self) -> list[HomeInfo]:
+        with self._read() as tx:
+            rows = tx.all("homes")
+        return [HomeInfo(r["home"], r["path"], r["host"], r["daemon"], r["seen_at"]) for r in rows]
+
+    def queued_by_home(self) -> dict[str, tuple[int, float]]:
+        with self._read() as tx:
+            rows = tx.all("queued_by_home")
+        return {r["home"]: (int(r["n"]), float(r["oldest"])) for r in rows}
+
+    def set_lane_limit(self, lane: str, concurrency: int | None) -> LaneStatus | None:
+        with self._tx() as tx:
+            if concurrency is None:
+                row = tx.one("reset_lane_override", name=lane)
+            else:
+                row = tx.one("set_lane_override", name=lane, n=concurrency)
+        return lane_from_row(row) if row is not None else None
+
+    def log_tail(self, job_id: str) -> LogTail | None:
+        with self._read() as tx:
+            row = tx.one("log_tail", job_id=job_id)
+        if row is None:
+            return None
+        return LogTail(bytes(row["tail"]), int(row["size"]), row["host"])
+
+    def trigger_text(self, job_id: str) -> str | None:
+        with self._read() as tx:
+            row = tx.one("trigger_text", job_id=job_id)
+        return None if row is None else str(row["text"])
+
+    def release_home(self, job_id: str) -> Job | None:
+        with self._tx() as tx:
+            row = tx.one("release_home", id=job_id)
+        return job_from_row(row) if row is not None else None
+
+    def prunable_elsewhere(self, finished_before: float, home: str) -> dict[str, int]:
+        with self._read() as tx:
+            rows = tx.all("prunable_elsewhere", before=finished_before, home=home)
+        return {r["home"]: int(r["n"]) for r in rows}
+
+    @staticmethod
+    def _save_tail(tx: Any, job_id: str, tail: LogTail) -> None:
+        tx.run("save_log_tail", job_id=job_id, tail=tail.tail, size=tail.size, host=tail.host)
+
+    def _drop_extras(self, tx: Any, ids: list[str]) -> None:
+        """What pruned jobs kept beside their rows: log tails, trigger content."""
+        tx.run("delete_log_tails", ids=self._ids(ids))
+        tx.run("delete_trigger_texts", ids=self._ids(ids))
