@@ -1,4 +1,4 @@
-"""Trust checks and templates mode against a real daemon and real files (issue 3).
+"""Trust checks and templates mode against a real daemon and real files.
 
 Every hostile trigger must be rejected with a precise reason (in the job row and in
 ``rejected/<name>.reason``), be kept under ``rejected/``, and leave the daemon running: each
