@@ -11,14 +11,8 @@ from typing import Any
 from spoolq.config import Config
 from spoolq.display import running_row
 from spoolq.jobs import Attempt, Job
+from spoolq.procs import daemon_alive
 from spoolq.store import Store
-
-try:
-    from spoolq.procs import daemon_alive  # type: ignore[import-not-found,import-untyped,unused-ignore]
-except ImportError:  # pragma: no cover - where the process helpers still live in runner
-    from spoolq.runner import daemon_alive  # type: ignore[attr-defined,no-redef,unused-ignore]
-
-__all__ = ["daemon_alive", "daemon_rows", "job_detail", "job_list", "status_dict"]
 
 
 def daemon_rows(store: Store, now: float, config: Config) -> list[dict[str, Any]]:
@@ -35,9 +29,10 @@ def status_dict(
     now = time.time() if now is None else now
     if running is None:  # along the running index, newest first like ``list_jobs``
         running = store.running_jobs()[::-1]
+    lanes, states = store.overview()
     return {
-        "lanes": [lane.to_dict(now) for lane in store.lane_status()],
-        "states": store.state_counts(),
+        "lanes": [lane.to_dict(now) for lane in lanes],
+        "states": states,
         "daemons": daemon_rows(store, now, config),
         "running_jobs": [running_row(j, now) for j in running],
     }

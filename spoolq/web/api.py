@@ -9,11 +9,7 @@ state does not allow is a 409 saying why.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 import time
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -22,6 +18,7 @@ from spoolq.config import LANE_NAME
 from spoolq.errors import JobNotFound, SpoolqError
 from spoolq.jobs import Job, JobState
 from spoolq.serialize import job_detail, job_list, status_dict
+from spoolq.statedir import StateDir
 from spoolq.store import Store
 from spoolq.web.auth import presented, valid
 from spoolq.web.context import WebContext
@@ -100,20 +97,6 @@ def get_job(ctx: Ctx, job_id: JobId) -> dict[str, Any]:
     return job_detail(job, attempts)
 
 
-def place_trigger(job: Job) -> None:
-    """After a control change, put the job's trigger file where its new state says (as the
-    CLI does). Not found: it lives on another host, or is in place already."""
-    target = job.file_path
-    dirs = {FilePath(job.claimed_path).parent}
-    dirs |= {dataclasses.replace(job, state=s).file_path.parent for s in JobState if s.finished}
-    for folder in dirs:
-        src = folder / target.name
-        if src != target and src.exists():
-            with contextlib.suppress(OSError):
-                os.rename(src, target)
-            return
-
-
 def _mutate(ctx: WebContext, action: Any) -> Any:
     """Run a control verb, then wake the daemons (even after an error: as the CLI does)."""
 
@@ -135,7 +118,7 @@ def retry_job(ctx: Ctx, via: Via, request: Request, job_id: JobId) -> dict[str, 
         new = _mutate(ctx, lambda s: s.retry(job.id, time.time()))
     except SpoolqError as exc:
         raise HTTPException(409, str(exc)) from None
-    place_trigger(new)
+    StateDir(ctx.state_root).place(new.claimed_path, new.state.value)
     ctx.audit(request, "retry", via, job=job.id, lane=job.lane)
     return new.to_dict()  # type: ignore[no-any-return]
 
@@ -152,7 +135,7 @@ def cancel_job(ctx: Ctx, via: Via, request: Request, job_id: JobId) -> dict[str,
     except SpoolqError as exc:
         raise HTTPException(409, str(exc)) from None
     if new.state is JobState.CANCELLED:
-        place_trigger(new)
+        StateDir(ctx.state_root).place(new.claimed_path, new.state.value)
     ctx.audit(request, "cancel", via, job=job.id, lane=job.lane)
     return new.to_dict()  # type: ignore[no-any-return]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -27,6 +28,7 @@ from spoolq.web.context import WebContext
 router = APIRouter()
 CHUNK = 1 << 16
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log that has nothing new
+STATE_POLL = 1.0  # seconds between asking the store whether a followed job has ended
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_OFFSET = 1 << 62  # larger is no file's size; it would overflow a seek
 
@@ -90,19 +92,30 @@ def _read_once(path: FilePath, pos: int) -> bytes:
 
 
 async def _follow(ctx: WebContext, job: Job, path: FilePath, pos: int) -> AsyncIterator[bytes]:
+    """What the job writes, from ``pos`` on, until it has ended. Inside a daemon this runs
+    beside its loop: a look at the file's size every FOLLOW_POLL, the store asked about
+    the job only about once a second."""
     ended = job.state.finished
+    asked = time.monotonic()
     while True:
-        chunk = _read_once(path, pos)  # a local file read: short
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = 0
+        chunk = _read_once(path, pos) if size > pos else b""  # a local file read: short
         if chunk:
             pos += len(chunk)
             yield chunk
             continue
         if ended:
             return  # ended, and the tail after that was read
-        now = await anyio.to_thread.run_sync(lambda: ctx.call(lambda s: s.get(job.id)))
-        ended = now.state.finished
-        if not ended:
-            await asyncio.sleep(FOLLOW_POLL)
+        if time.monotonic() - asked >= STATE_POLL:
+            asked = time.monotonic()
+            now = await anyio.to_thread.run_sync(lambda: ctx.call(lambda s: s.get(job.id)))
+            ended = now.state.finished
+            if ended:
+                continue  # one more look: the tail it wrote before it ended
+        await asyncio.sleep(FOLLOW_POLL)
 
 
 @router.get(

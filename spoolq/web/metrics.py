@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from ulid import ULID
 
-from spoolq.serialize import daemon_alive
+from spoolq.procs import daemon_alive
 from spoolq.web.context import WebContext
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -37,7 +37,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         def read(store: Any) -> tuple[Any, ...]:
             return (
-                store.lane_status(),
+                store.overview()[0],
                 store.finished_totals(),
                 store.rejected_totals(),
                 store.daemons(),

@@ -96,3 +96,19 @@ def test_list_jobs_page_walks_newest_first_without_overlap(store: Store) -> None
     assert store.list_jobs_page(state=JobState.RUNNING) == []
     with pytest.raises(JobNotFound):
         store.list_jobs_page(before="01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+
+
+def test_overview_is_lane_status_and_state_counts_in_one_read(store: Store) -> None:
+    store.set_lanes({"default": 2, "db": 1})
+    run_to(store, JobState.SUCCEEDED)
+    run_to(store, JobState.FAILED, lane="db")
+    run_to(store, JobState.RUNNING)
+    for i in range(4):
+        enqueue1(store, now=T0 + 10 + i, priority=i % 2, lane="db")
+    enqueue1(store, reason="key 'x': unknown")
+    store.set_paused("db", True)
+    lanes, counts = store.overview()
+    assert lanes == store.lane_status()
+    assert counts == store.state_counts()
+    db = next(lane for lane in lanes if lane.name == "db")
+    assert db.queued == 4 and db.oldest_queued_at == T0 + 10 and db.paused
