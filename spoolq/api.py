@@ -1,4 +1,5 @@
-"""The producer side: publish a trigger atomically, from Python or ``spoolq submit``."""
+"""The producer side: publish a trigger atomically, from Python or ``spoolq submit``, and
+wait for the job it becomes (``spoolq.wait``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ulid import ULID
 
 from spoolq.config import parse_duration
 from spoolq.errors import UsageError
+from spoolq.jobs import Job
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -168,3 +170,38 @@ def submit(
         priority=priority, timeout=timeout, retries=retries, env=env,
     )  # fmt: skip
     return publish(spool_dir, doc)
+
+
+def wait(
+    job_id_or_trigger_path: str | os.PathLike[str],
+    timeout: float | None = None,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> Job:
+    """Block until a job has ended and return it (``job.state``, ``job.reason``,
+    ``job.exit_code``). Name the job by its id, or by the path :func:`submit` returned:
+    a trigger not yet claimed is waited for too. Raises ``spoolq.WaitTimeout`` after
+    ``timeout`` seconds.
+
+    The store is found as the ``spoolq`` command finds it: ``state_dir`` (else
+    ``$SPOOLQ_STATE_DIR``), ``config`` (else ``$SPOOLQ_CONFIG`` or ``./spoolq.toml``), else
+    the trigger's spool's ``.spoolq``.
+
+    >>> job = spoolq.wait(spoolq.submit("/var/spool/etl", argv=["make", "load"]))
+    """
+    from spoolq.settings import Settings, default_config
+    from spoolq.waitcli import near, open_near
+    from spoolq.waiting import is_trigger_ref, wait_for
+
+    flag = state_dir if state_dir is not None else os.environ.get("SPOOLQ_STATE_DIR") or None
+    settings = Settings(
+        Path(config) if config is not None else default_config(),
+        Path(flag) if flag is not None else None,
+    )
+    conf = settings.load()
+    ref = job_id_or_trigger_path
+    state = near(settings, conf, Path(ref).parent if is_trigger_ref(ref) else None)
+    with open_near(conf, state) as store:
+        (job,) = wait_for(store, [ref], timeout, claimed_dir=state.claimed)
+    return job

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 from click.shell_completion import get_completion_class
 
-from spoolq import __version__, operate
+from spoolq import __version__, operate, waitcli
 from spoolq.api import build_trigger, publish
 from spoolq.claims import judge
 from spoolq.errors import (
@@ -177,14 +177,17 @@ def web(s: Settings, listen: str | None, log_format: str | None) -> None:
 @click.option("--retries", type=click.IntRange(0, 1000), help="Extra attempts after a failure.")
 @click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable.")
 @click.option("--name", help="Trigger file name (default: a new ULID).")
+@click.option("--wait", "wait_end", is_flag=True,
+              help="Wait for the job to end: exit 0 if it succeeded, else 1.")  # fmt: skip
 @click.pass_obj
 def submit(
     s: Settings, argv: tuple[str, ...], spool_dir: Path | None, shell: str | None,
     job: str | None, params: tuple[str, ...], lane: str | None, idem: str | None,
     priority: int, timeout: str | None, retries: int | None, envs: tuple[str, ...],
-    name: str | None,
+    name: str | None, wait_end: bool,
 ) -> None:  # fmt: skip
-    """Publish a trigger atomically and print its path.
+    """Publish a trigger atomically and print its path. With --id, a job already queued,
+    running or succeeded under that id is reported (exit 1) and nothing is published.
 
     \b
     spoolq submit -- python -m etl.load sales.csv
@@ -216,7 +219,14 @@ def submit(
             parse_trigger(json.dumps(doc), config, spool_dir=spool_dir)
         except TriggerRejected as exc:
             raise UsageError(f"the daemon would reject this trigger: {exc.reason}") from None
-    click.echo(publish(spool_dir, doc, name))
+    state = waitcli.near(s, config, spool_dir)
+    if idem:
+        waitcli.check_duplicate(config, state, idem)
+    after = waitcli.last_seq(config, state) if wait_end else None
+    trigger = publish(spool_dir, doc, name)
+    click.echo(trigger)
+    if wait_end:
+        waitcli.wait_published(config, state, trigger, after)
 
 
 @cli.command()
@@ -318,7 +328,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     raise SystemExit(0)
 
 
-for _command in operate.COMMANDS:
+for _command in [*operate.COMMANDS, waitcli.wait]:
     cli.add_command(_command)
 
 __all__ = ["cli", "main"]

@@ -45,3 +45,7 @@ class StoreError(SpoolqError):
 
 class StoreUnavailable(StoreError):
     """A transient store failure (locked, disk full, read-only): retry later."""
+
+
+class WaitTimeout(SpoolqError, TimeoutError):
+    """The jobs waited for did not end within the time given."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from spoolq.jobs import (
@@ -24,6 +24,7 @@ from spoolq.jobs import (
     LogTail,
     NewJob,
 )
+from spoolq.progress import Progress
 
 
 class Listener(Protocol):
@@ -252,8 +253,31 @@ class Store(abc.ABC):
     def rejected_totals(self) -> dict[str, int]:
         """Rejected triggers ever recorded, per kind of reason (never lowered)."""
 
+    # -- progress, waiting, notifications ---------------------------------------------------------
     @abc.abstractmethod
-    def overview(self) -> tuple[list[LaneStatus], dict[str, int]]:
-        """``lane_status()`` and ``state_counts()`` in one read, for what is asked often
-        (status, the page, /metrics): the queued jobs are counted once, along the lane
-        index, and a lane's oldest waiting job is the first queued one in claim order."""
+    def last_seq(self) -> int:
+        """The sequence number of the newest job (0 for none): jobs recorded later have a
+        higher one."""
+
+    @abc.abstractmethod
+    def find_by_trigger(self, trigger: str, after: int = 0) -> Job | None:
+        """The newest job made from a trigger published at ``trigger`` (an absolute path),
+        among those recorded after sequence number ``after``."""
+
+    @abc.abstractmethod
+    def find_active_key(self, key: str, since: float) -> str | None:
+        """The id of a job with idempotency key ``key`` that would make a new trigger with
+        that key a duplicate (queued, running, or succeeded after ``since``)."""
+
+    @abc.abstractmethod
+    def save_progress(self, readings: Mapping[str, Progress]) -> None:
+        """Keep the latest progress reading of each job (by id), replacing the last one."""
+
+    @abc.abstractmethod
+    def progress_of(self, job_ids: Sequence[str]) -> dict[str, Progress]:
+        """The latest progress reading kept for each of those jobs that has one."""
+
+    @abc.abstractmethod
+    def listen_ended(self) -> Listener | None:
+        """A listener that wakes when any job reaches a final state (after the commit),
+        for processes that wait for jobs; None where this store cannot make one."""

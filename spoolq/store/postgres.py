@@ -196,16 +196,27 @@ class PostgresStore(SqlStore):
         with self._tx() as tx:
             tx.all("notify", exclude=exclude)
 
+    def listen_ended(self) -> PgListener | None:
+        # A trigger on the jobs table notifies this channel as a job ends (migration 4).
+        try:
+            return PgListener(self, channel="spoolq_ended")
+        except StoreUnavailable:
+            return None
+
 
 class PgListener:
     """A second connection that LISTENs; the daemon polls its socket. If the server goes
     away the socket reports EOF: the listener then closes it (``fileno`` is -1) and tries to
     connect again at each ``drain``."""
 
-    def __init__(self, store: PostgresStore, daemon_id: str) -> None:
+    def __init__(
+        self, store: PostgresStore, daemon_id: str = "", *, channel: str | None = None
+    ) -> None:
         self._store = store
         self._pg = store._pg
-        self._channel = "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
+        self._channel = channel or (
+            "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
+        )
         self._conn: Any = None
         self._connect()
         if self._conn is None:

@@ -34,6 +34,7 @@ from spoolq.lifecycle import CANCELLED_REASON, INTERRUPTED, Outcome, Verdict, de
 from spoolq.store.base import Store
 from spoolq.store.fleetverbs import FleetVerbs, lane_from_row
 from spoolq.store.rows import Row, attempt_from_row, daemon_from_row, job_from_row
+from spoolq.store.tracking import TrackingVerbs
 
 Pending = Callable[[], Row | None]  # the row of a statement sent with Tx.send
 
@@ -53,7 +54,7 @@ class Tx(Protocol):
     def send(self, query: str, /, **params: Any) -> Pending: ...
 
 
-class SqlStore(FleetVerbs, Store):
+class SqlStore(FleetVerbs, TrackingVerbs, Store):
     _outer: Tx | None = None  # the transaction of an open atomic() block
 
     @abc.abstractmethod
@@ -431,20 +432,3 @@ class SqlStore(FleetVerbs, Store):
     def rejected_totals(self) -> dict[str, int]:
         with self._read() as tx:
             return {r["reason"]: int(r["n"]) for r in tx.all("rejected_totals")}
-
-    def overview(self) -> tuple[list[LaneStatus], dict[str, int]]:
-        lanes = []
-        with self._read() as tx:
-            for r in tx.all("lane_overview"):
-                oldest = tx.one("lane_oldest_queued", lane=r["name"]) if r["queued"] else None
-                at = oldest["created_at"] if oldest else None
-                lanes.append(lane_from_row(r, r["running"], r["queued"], at))
-            settled = {r["state"]: int(r["n"]) for r in tx.all("settled_counts")}
-            total = tx.one("job_total")
-        counts = {s.value: 0 for s in JobState}
-        counts.update(settled)
-        counts["queued"] = sum(lane.queued for lane in lanes)
-        counts["running"] = sum(lane.running for lane in lanes)
-        rest = sum(counts.values())
-        counts["succeeded"] = int(total["n"] if total else 0) - rest
-        return lanes, counts

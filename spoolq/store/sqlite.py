@@ -114,6 +114,11 @@ class SqliteStore(SqlStore):
                     if not locked or time.monotonic() > deadline:
                         raise
                     time.sleep(0.01)
+            # Jobs reaching a final state flag this connection (TEMP triggers calling back):
+            # the processes waiting for jobs are woken once the transaction commits.
+            self._db.create_function("spoolq_job_ended", 0, self._job_ended, deterministic=False)
+            self._db.execute(self._q["wake_waiters_on_update"])
+            self._db.execute(self._q["wake_waiters_on_insert"])
         self._inode = os.stat(self.path).st_ino
 
     @contextlib.contextmanager
@@ -134,8 +139,12 @@ class SqliteStore(SqlStore):
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+                self._ended = False
                 raise
             self._db.execute("COMMIT")
+        if self._ended:
+            self._ended = False
+            self._wake_waiters()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Tx]:
@@ -201,9 +210,10 @@ class SqliteStore(SqlStore):
             names = os.listdir(self._wake_dir)
         except FileNotFoundError:
             return
+        self._write_fifos([n for n in names if n.endswith(".fifo") and n != f"{exclude}.fifo"])
+
+    def _write_fifos(self, names: list[str]) -> None:
         for name in names:
-            if not name.endswith(".fifo") or name == f"{exclude}.fifo":
-                continue
             path = self._wake_dir / name
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -218,6 +228,41 @@ class SqliteStore(SqlStore):
                 pass  # already full of wake-ups
             finally:
                 os.close(fd)
+
+    # Processes waiting for jobs to end own FIFOs named wait-*.fifo beside the daemons'.
+    _ended = False
+    _waiters_seen: tuple[int, int, list[str]] | None = None  # (dir mtime, listed at, waiters)
+
+    def _job_ended(self) -> None:
+        self._ended = True
+
+    def listen_ended(self) -> FifoListener | None:
+        try:
+            self._wake_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            return FifoListener(self._wake_dir / f"wait-{os.getpid()}-{os.urandom(4).hex()}.fifo")
+        except OSError:
+            return None  # not ours to write in: the waiter polls instead
+
+    def _wake_waiters(self) -> None:
+        """Write a byte into every waiter's FIFO. The directory is listed again only when
+        its mtime changed (a waiter came or went): with nobody waiting, one stat."""
+        try:
+            mtime = os.stat(self._wake_dir).st_mtime_ns
+        except OSError:
+            return
+        seen = self._waiters_seen
+        # A listing taken in the same clock tick as the last change may miss a FIFO made
+        # just after it (directory times are coarse): trust only one taken clearly later.
+        if seen is None or seen[0] != mtime or seen[1] - mtime < 50_000_000:
+            now = time.time_ns()
+            try:
+                names = os.listdir(self._wake_dir)
+            except OSError:
+                return
+            seen = self._waiters_seen = (mtime, now, [n for n in names if n.startswith("wait-")])
+        waiters = seen[2]
+        if waiters:
+            self._write_fifos(waiters)
 
     def unregister_daemon(self, daemon_id: str) -> None:
         super().unregister_daemon(daemon_id)

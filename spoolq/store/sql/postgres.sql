@@ -229,26 +229,6 @@ SELECT reason, n FROM spoolq_rejected_totals ORDER BY reason
 
 -- several hosts -----------------------------------------------------------------------------
 
--- name: lane_overview
-SELECT l.*,
-       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'running' AND j.lane = l.name)
-           AS running,
-       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'queued' AND j.lane = l.name)
-           AS queued
-FROM spoolq_lanes l ORDER BY l.name
-
--- name: lane_oldest_queued
-SELECT min(created_at) AS created_at FROM spoolq_jobs
-WHERE state = 'queued' AND lane = %(lane)s
-
--- name: settled_counts
-SELECT state, count(*) AS n FROM spoolq_jobs
-WHERE state IN ('failed', 'cancelled', 'rejected')
-GROUP BY state
-
--- name: job_total
-SELECT count(*) AS n FROM spoolq_jobs
-
 -- name: register_home
 INSERT INTO spoolq_homes (home, path, host, daemon, seen_at)
 VALUES (%(home)s, %(path)s, %(host)s, %(daemon)s, %(now)s)
@@ -321,3 +301,26 @@ SELECT text FROM spoolq_trigger_texts WHERE job_id = %(job_id)s
 UPDATE spoolq_jobs SET home = ''
 WHERE id = %(id)s AND EXISTS (SELECT 1 FROM spoolq_trigger_texts WHERE job_id = %(id)s)
 RETURNING *
+
+-- -- progress, waiting, notifications ------------------------------------------------------
+
+-- name: last_seq
+SELECT max(seq) AS v FROM spoolq_jobs
+
+-- name: find_by_trigger
+-- Newest first, stopping at the first match: a recent trigger is found at once.
+SELECT * FROM spoolq_jobs WHERE trigger = %(trigger)s AND seq > %(after)s
+ORDER BY seq DESC LIMIT 1
+
+-- name: save_progress
+INSERT INTO spoolq_progress
+    (job_id, attempt, done, total, unit, message, rate, eta_s, updated_at)
+VALUES (%(job_id)s, %(attempt)s, %(done)s, %(total)s, %(unit)s, %(message)s, %(rate)s,
+        %(eta_s)s, %(updated_at)s)
+ON CONFLICT (job_id) DO UPDATE SET
+    attempt = excluded.attempt, done = excluded.done, total = excluded.total,
+    unit = excluded.unit, message = excluded.message, rate = excluded.rate,
+    eta_s = excluded.eta_s, updated_at = excluded.updated_at
+
+-- name: get_progress
+SELECT * FROM spoolq_progress WHERE job_id = ANY(%(ids)s)

@@ -218,41 +218,6 @@ SELECT reason, n FROM rejected_totals ORDER BY reason
 
 -- several hosts -----------------------------------------------------------------------------
 
--- name: lane_overview
--- Along the partial indexes: a count of index entries, no table rows read.
-SELECT l.*,
-       (SELECT count(*) FROM jobs j INDEXED BY jobs_running
-        WHERE j.state = 'running' AND j.lane = l.name) AS running,
-       (SELECT count(*) FROM jobs j INDEXED BY jobs_queue
-        WHERE j.state = 'queued' AND j.lane = l.name) AS queued
-FROM lanes l ORDER BY l.name
-
--- name: lane_oldest_queued
--- The lane's first queued job in claim order: the first entry of each priority level of the
--- claim index (one probe per level, found by skipping from level to level), not a walk of
--- every queued job as min(created_at) would be.
-WITH RECURSIVE levels (priority) AS (
-    SELECT max(priority) FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' AND lane = :lane
-    UNION ALL
-    SELECT (SELECT max(priority) FROM jobs INDEXED BY jobs_queue
-            WHERE state = 'queued' AND lane = :lane AND priority < levels.priority)
-    FROM levels WHERE levels.priority IS NOT NULL
-)
-SELECT created_at FROM jobs WHERE seq = (
-    SELECT min((SELECT seq FROM jobs INDEXED BY jobs_queue
-                WHERE state = 'queued' AND lane = :lane AND priority = levels.priority
-                ORDER BY priority DESC, seq LIMIT 1))
-    FROM levels WHERE levels.priority IS NOT NULL)
-
--- name: settled_counts
--- The IN term is the partial index's own condition (jobs_settled).
-SELECT state, count(*) AS n FROM jobs
-WHERE state IN ('failed', 'cancelled', 'rejected')
-GROUP BY state
-
--- name: job_total
-SELECT count(*) AS n FROM jobs
-
 -- name: register_home
 INSERT INTO homes (home, path, host, daemon, seen_at)
 VALUES (:home, :path, :host, :daemon, :now)
@@ -325,3 +290,39 @@ SELECT text FROM trigger_texts WHERE job_id = :job_id
 UPDATE jobs SET home = ''
 WHERE id = :id AND EXISTS (SELECT 1 FROM trigger_texts WHERE job_id = :id)
 RETURNING *
+
+-- -- progress, waiting, notifications ------------------------------------------------------
+
+-- name: last_seq
+SELECT max(seq) AS v FROM jobs
+
+-- name: find_by_trigger
+-- Newest first, stopping at the first match: a recent trigger is found at once.
+SELECT * FROM jobs WHERE trigger = :trigger AND seq > :after ORDER BY seq DESC LIMIT 1
+
+-- name: save_progress
+INSERT INTO progress (job_id, attempt, done, total, unit, message, rate, eta_s, updated_at)
+VALUES (:job_id, :attempt, :done, :total, :unit, :message, :rate, :eta_s, :updated_at)
+ON CONFLICT (job_id) DO UPDATE SET
+    attempt = excluded.attempt, done = excluded.done, total = excluded.total,
+    unit = excluded.unit, message = excluded.message, rate = excluded.rate,
+    eta_s = excluded.eta_s, updated_at = excluded.updated_at
+
+-- name: get_progress
+SELECT * FROM progress WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: wake_waiters_on_update
+-- A TEMP trigger: it lives in this connection only, and calls back into this process,
+-- which wakes the processes waiting for jobs to end once the transaction has committed.
+CREATE TEMP TRIGGER IF NOT EXISTS spoolq_wake_waiters_update AFTER UPDATE OF state ON main.jobs
+WHEN NEW.state IN ('succeeded', 'failed', 'cancelled', 'rejected') AND NEW.state <> OLD.state
+BEGIN
+    SELECT spoolq_job_ended();
+END
+
+-- name: wake_waiters_on_insert
+CREATE TEMP TRIGGER IF NOT EXISTS spoolq_wake_waiters_insert AFTER INSERT ON main.jobs
+WHEN NEW.state = 'rejected'
+BEGIN
+    SELECT spoolq_job_ended();
+END

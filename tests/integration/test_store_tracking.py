@@ -1,0 +1,100 @@
+"""The store's verbs for following jobs from outside the loop, on every store: a job found
+by its trigger, the duplicate check before publishing, progress readings kept and dropped
+with their job, and the wake-up of processes waiting for jobs to end."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from spoolq.jobs import JobState
+from spoolq.progress import Progress
+from spoolq.store.base import Store
+from tests.integration.test_store_contract import (
+    STORE_KINDS,
+    T0,
+    WINDOW,
+    StoreKit,
+    claim_next,
+    enqueue1,
+    new_job,
+    run_to,
+)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
+    k = StoreKit(request.param, tmp_path)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture
+def store(kit: StoreKit) -> Store:
+    return kit.open()
+
+
+def test_a_job_is_found_by_its_trigger_newest_first_after_a_sequence_number(
+    store: Store,
+) -> None:
+    assert store.last_seq() == 0
+    trigger = "/srv/spool/load.trigger"  # a name used twice
+    (old,) = store.enqueue([replace(new_job(), trigger=trigger)], dedup_window=WINDOW, now=T0)
+    after = store.last_seq()
+    assert after == old.seq
+    enqueue1(store)  # another trigger in between
+    (new,) = store.enqueue([replace(new_job(), trigger=trigger)], dedup_window=WINDOW, now=T0)
+    assert store.find_by_trigger(trigger, after=0) == new
+    assert store.find_by_trigger(trigger, after=new.seq - 1) == new
+    assert store.find_by_trigger(trigger, after=new.seq) is None
+    assert store.find_by_trigger("/no/such.trigger") is None
+
+
+def test_an_active_key_is_found_as_the_duplicate_check_would(store: Store) -> None:
+    assert store.find_active_key("k", T0 - WINDOW) is None
+    job = enqueue1(store, key="k")
+    assert store.find_active_key("k", T0 - WINDOW) == job.id
+    store.cancel(job.id, T0 + 1)
+    assert store.find_active_key("k", T0 - WINDOW) is None
+
+
+def test_progress_is_kept_replaced_and_dropped_with_its_job(store: Store) -> None:
+    job = run_to(store, JobState.RUNNING)
+    assert store.progress_of([job.id]) == {}
+    first = Progress(10, 100, "rows", None, 2.0, 45.0, T0 + 5, 1)
+    store.save_progress({job.id: first})
+    assert store.progress_of([job.id, "other"]) == {job.id: first}
+    later = Progress(50, 100, "rows", "halfway", 4.0, 12.5, T0 + 10, 1)
+    store.save_progress({job.id: later})
+    assert store.progress_of([job.id]) == {job.id: later}
+    store.cancel(job.id, T0 + 11)  # flagged; the job is pruned once finished
+    other = run_to(store, JobState.SUCCEEDED, lane="other")
+    store.save_progress({other.id: first})
+    assert [j.id for j in store.prune(T0 + 100)] == [other.id]
+    assert store.progress_of([other.id]) == {}
+
+
+def test_a_job_ending_wakes_a_waiter_of_another_connection(kit: StoreKit) -> None:
+    waiter_store, daemon_store = kit.open(), kit.open()
+    listener = waiter_store.listen_ended()
+    assert listener is not None
+    try:
+        job = enqueue1(daemon_store)
+        running = claim_next(daemon_store, job.lane, "d1", T0 + 1)
+        assert running is not None
+        # Nothing has ended yet: nothing to read (a queued or started job wakes nobody).
+        assert select.select([listener.fileno()], [], [], 0.2)[0] == []
+        daemon_store.cancel(job.id, T0 + 2)  # only flagged: still running
+        listener.drain()
+        rejected = enqueue1(daemon_store, reason="bad trigger")
+        assert rejected.state is JobState.REJECTED
+        assert select.select([listener.fileno()], [], [], 30)[0] == [listener.fileno()]
+        listener.drain()
+    finally:
+        listener.close()
