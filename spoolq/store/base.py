@@ -253,6 +253,12 @@ class Store(abc.ABC):
     def rejected_totals(self) -> dict[str, int]:
         """Rejected triggers ever recorded, per kind of reason (never lowered)."""
 
+    @abc.abstractmethod
+    def overview(self) -> tuple[list[LaneStatus], dict[str, int]]:
+        """``lane_status()`` and ``state_counts()`` in one read, for what is asked often
+        (status, the page, /metrics): the queued jobs are counted once, along the lane
+        index, and a lane's oldest waiting job is the first queued one in claim order."""
+
     # -- progress, waiting, notifications ---------------------------------------------------------
     @abc.abstractmethod
     def last_seq(self) -> int:

@@ -432,3 +432,20 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
     def rejected_totals(self) -> dict[str, int]:
         with self._read() as tx:
             return {r["reason"]: int(r["n"]) for r in tx.all("rejected_totals")}
+
+    def overview(self) -> tuple[list[LaneStatus], dict[str, int]]:
+        lanes = []
+        with self._read() as tx:
+            for r in tx.all("lane_overview"):
+                oldest = tx.one("lane_oldest_queued", lane=r["name"]) if r["queued"] else None
+                at = oldest["created_at"] if oldest else None
+                lanes.append(lane_from_row(r, r["running"], r["queued"], at))
+            settled = {r["state"]: int(r["n"]) for r in tx.all("settled_counts")}
+            total = tx.one("job_total")
+        counts = {s.value: 0 for s in JobState}
+        counts.update(settled)
+        counts["queued"] = sum(lane.queued for lane in lanes)
+        counts["running"] = sum(lane.running for lane in lanes)
+        rest = sum(counts.values())
+        counts["succeeded"] = int(total["n"] if total else 0) - rest
+        return lanes, counts

@@ -229,6 +229,26 @@ SELECT reason, n FROM spoolq_rejected_totals ORDER BY reason
 
 -- several hosts -----------------------------------------------------------------------------
 
+-- name: lane_overview
+SELECT l.*,
+       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'running' AND j.lane = l.name)
+           AS running,
+       (SELECT count(*) FROM spoolq_jobs j WHERE j.state = 'queued' AND j.lane = l.name)
+           AS queued
+FROM spoolq_lanes l ORDER BY l.name
+
+-- name: lane_oldest_queued
+SELECT min(created_at) AS created_at FROM spoolq_jobs
+WHERE state = 'queued' AND lane = %(lane)s
+
+-- name: settled_counts
+SELECT state, count(*) AS n FROM spoolq_jobs
+WHERE state IN ('failed', 'cancelled', 'rejected')
+GROUP BY state
+
+-- name: job_total
+SELECT count(*) AS n FROM spoolq_jobs
+
 -- name: register_home
 INSERT INTO spoolq_homes (home, path, host, daemon, seen_at)
 VALUES (%(home)s, %(path)s, %(host)s, %(daemon)s, %(now)s)

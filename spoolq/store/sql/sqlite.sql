@@ -218,6 +218,41 @@ SELECT reason, n FROM rejected_totals ORDER BY reason
 
 -- several hosts -----------------------------------------------------------------------------
 
+-- name: lane_overview
+-- Along the partial indexes: a count of index entries, no table rows read.
+SELECT l.*,
+       (SELECT count(*) FROM jobs j INDEXED BY jobs_running
+        WHERE j.state = 'running' AND j.lane = l.name) AS running,
+       (SELECT count(*) FROM jobs j INDEXED BY jobs_queue
+        WHERE j.state = 'queued' AND j.lane = l.name) AS queued
+FROM lanes l ORDER BY l.name
+
+-- name: lane_oldest_queued
+-- The lane's first queued job in claim order: the first entry of each priority level of the
+-- claim index (one probe per level, found by skipping from level to level), not a walk of
+-- every queued job as min(created_at) would be.
+WITH RECURSIVE levels (priority) AS (
+    SELECT max(priority) FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' AND lane = :lane
+    UNION ALL
+    SELECT (SELECT max(priority) FROM jobs INDEXED BY jobs_queue
+            WHERE state = 'queued' AND lane = :lane AND priority < levels.priority)
+    FROM levels WHERE levels.priority IS NOT NULL
+)
+SELECT created_at FROM jobs WHERE seq = (
+    SELECT min((SELECT seq FROM jobs INDEXED BY jobs_queue
+                WHERE state = 'queued' AND lane = :lane AND priority = levels.priority
+                ORDER BY priority DESC, seq LIMIT 1))
+    FROM levels WHERE levels.priority IS NOT NULL)
+
+-- name: settled_counts
+-- The IN term is the partial index's own condition (jobs_settled).
+SELECT state, count(*) AS n FROM jobs
+WHERE state IN ('failed', 'cancelled', 'rejected')
+GROUP BY state
+
+-- name: job_total
+SELECT count(*) AS n FROM jobs
+
 -- name: register_home
 INSERT INTO homes (home, path, host, daemon, seen_at)
 VALUES (:home, :path, :host, :daemon, :now)
