@@ -36,14 +36,17 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         def read(store: Any) -> tuple[Any, ...]:
+            running = store.running_jobs()
             return (
                 store.overview()[0],
                 store.finished_totals(),
                 store.rejected_totals(),
                 store.daemons(),
+                running,
+                store.progress_of([j.id for j in running]) if running else {},
             )
 
-        lanes, finished, rejected, daemons = self.ctx.call(read)
+        lanes, finished, rejected, daemons, running, progress = self.ctx.call(read)
         now = time.time()
         jobs = GaugeMetricFamily("spoolq_jobs", "Jobs queued or running", labels=["lane", "state"])
         conc = GaugeMetricFamily("spoolq_lane_concurrency", "Lane limit", labels=["lane"])
@@ -85,6 +88,17 @@ class StoreCollector(Collector):
         for host in sorted({d.host for d in daemons}):
             hosts.add_metric([host], alive[host])
         yield hosts
+
+        ratio = GaugeMetricFamily(
+            "spoolq_job_progress_ratio",
+            "Done/total of a running job that reports its progress with a total",
+            labels=["lane", "job"],
+        )
+        for job in running:
+            reading = progress.get(job.id)
+            if reading is not None and reading.ratio is not None:
+                ratio.add_metric([job.lane, job.id], reading.ratio)
+        yield ratio
 
 
 class DaemonMetrics:

@@ -163,6 +163,7 @@ def _overview(ctx: WebContext, state: str | None, lane: str | None) -> dict[str,
         return {
             "status": status_dict(store, ctx.config, None, running[::-1]),
             "running": running,
+            "progress": store.progress_of([j.id for j in running]) if running else {},
             "recent": store.list_jobs_page(state=st, lane=ln, limit=RECENT),
         }
 
@@ -199,7 +200,8 @@ def _job_data(ctx: WebContext, job_id: str) -> dict[str, Any]:
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     attempts = ctx.call(lambda s: s.attempts(job.id))
-    return {"job": job, "attempts": attempts, "now": time.time()}
+    progress = ctx.call(lambda s: s.progress_of([job.id])) if not job.state.finished else {}
+    return {"job": job, "attempts": attempts, "now": time.time(), "progress": progress}
 
 
 @router.get("/jobs/{job_id}")

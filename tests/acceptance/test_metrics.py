@@ -4,8 +4,12 @@ and a restart of the daemon."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from spoolq.progress import Progress
+from spoolq.store import open_store
 from tests.acceptance.webtools import Web, start_http
 from tests.conftest import Env, wait_until
 
@@ -117,3 +121,29 @@ def test_finished_totals_survive_prune_and_a_restart(env: Env) -> None:
         assert scrape(web2)[key] == counted[key] + 1
     finally:
         web2.close()
+
+
+def test_a_running_jobs_progress_shows_in_metrics_and_on_the_page(env: Env) -> None:
+    gate = env.root / "gate"
+    d, web = start_http(env)
+    try:
+        env.publish(f"while [ ! -e {gate} ]; do sleep 0.05; done", "long.trigger")
+        job = d.wait_for("started")[0]["job"]
+        store = open_store("sqlite", env.state)
+        try:  # a reading as the daemon keeps it for a job that reports one
+            reading = Progress(done=1234, total=5000, unit="rows", updated_at=time.time())
+            store.save_progress({job: reading})
+        finally:
+            store.close()
+        m = scrape(web)
+        assert value(m, "spoolq_job_progress_ratio", lane="default", job=job) == 0.2468
+        page = web.get("/ui/overview").text
+        assert "1234/5000 rows" in page and "<progress" in page
+        assert "1234/5000 rows" in web.get(f"/ui/jobs/{job}").text
+        gate.touch()
+        d.wait_for("succeeded", job=job)
+        m = scrape(web)
+        assert ("spoolq_job_progress_ratio", (("job", job), ("lane", "default"))) not in m
+    finally:
+        gate.touch()
+        web.close()
