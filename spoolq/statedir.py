@@ -96,6 +96,11 @@ class StateDir:
             check_directory(str(spool.path), "spool directory", policy, allow)
             devices.append((spool, st.st_dev))
         self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        st = os.stat(self.root)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o007:
+            # Made open to every local user by an older spoolq or a wide umask: the store
+            # and the logs inside are the operators' (group) business only.
+            os.chmod(self.root, stat.S_IMODE(st.st_mode) & ~0o007)
         check_directory(str(self.root), "state directory", policy, allow, private=True)
         state_dev = os.stat(self.root).st_dev
         for spool, dev in devices:
