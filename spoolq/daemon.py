@@ -129,6 +129,7 @@ class Daemon:
         self.ledger = Ledger(self.config, self.store, self._claimer, self.log, self.clock)
         self._logs = LogPool(str(self.state.log_pool))
         self.supervisor.open_log = self._logs.open
+        self.supervisor.progress_dir = str(self.state.progress)
         self._intake = Intake(
             self.config.spool,
             self.state.root,
@@ -340,11 +341,11 @@ class Daemon:
 
     # -- steps of a pass -------------------------------------------------------------------------
     def _record_pids(self) -> None:
-        """Record the pid of each job that has run for a while (operators see it; a later
-        daemon uses it, beside the SPOOLQ_JOB_ID environment scan, to kill the job's
-        processes if this daemon dies)."""
+        """Record the pid of each job that has run for a while (a later daemon uses it to
+        kill the job's processes if this one dies), and the jobs' progress when due."""
         for rj in self.supervisor.pids_to_record():
             self.ledger.started(rj)
+        self.ledger.progressed(self.supervisor.progress_to_save(self.clock()))
 
     def _record_ended(self) -> None:
         """Commit the outcome of ended jobs, start what their slots allow, and only then do

@@ -171,7 +171,7 @@ def render_jobs(found: list[Job]) -> None:
 def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
     for key in ("id", "state", "lane", "priority", "trigger", "file", "log", "attempts",
                 "retries", "exit_code", "reason", "created_at", "started_at", "finished_at",
-                "idempotency_key", "timeout", "owner", "pid"):  # fmt: skip
+                "idempotency_key", "timeout", "owner", "pid", "progress"):  # fmt: skip
         if data.get(key) is not None:
             print_text(f"{key:>16}: {data[key]}")
     for step in data["steps"] or []:

@@ -23,6 +23,7 @@ from spoolq.jobs import Job, JobState, LogTail, NewJob
 from spoolq.lifecycle import STOPPED_FOR_SHUTDOWN
 from spoolq.logfiles import read_tail
 from spoolq.procs import pid_start_time
+from spoolq.progress import Progress
 from spoolq.runner import RunningJob
 from spoolq.store.base import Store
 
@@ -121,6 +122,11 @@ class Ledger:
         assert rj.pid is not None
         self.store.mark_started(rj.job.id, rj.pid, pid_start_time(rj.pid))
         rj.recorded_pid = rj.pid
+
+    def progressed(self, readings: dict[str, Progress]) -> None:
+        """Keep the running jobs' progress readings that are due (none: no store call)."""
+        if readings:
+            self.store.save_progress(readings)
 
     def end_attempt(self, rj: RunningJob) -> Callable[[], Job]:
         """Apply an ended attempt's outcome (inside the caller's transaction); the job as

@@ -60,15 +60,18 @@ def jobs(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def show(s: Settings, job_ref: str, as_json: bool) -> None:
-    """One job with every attempt (exit code, reason, duration, CPU, peak RSS)."""
+    """One job with its progress and every attempt (exit code, reason, duration, CPU, peak
+    RSS)."""
     with s.store() as (_c, _s, store):
         job = store.get(job_ref)
         attempts = store.attempts(job.id)
-    data = job_detail(job, attempts)
+        progress = store.progress_of([job.id]).get(job.id)
+    data = job_detail(job, attempts, progress)
     if as_json:
         print_json(data)
     else:
-        render_job(data, attempts)
+        text = progress.describe() if progress and data["progress"] else None
+        render_job({**data, "progress": text}, attempts)
 
 
 @click.command()

@@ -157,9 +157,10 @@ def last_reading(data: bytes) -> Progress | None:
     return None
 
 
-def read_file(
-    path: str, seen: tuple[int, int, int] | None
-) -> tuple[tuple[int, int, int] | None, Progress | None]:
+Signature = tuple[int, int, int]  # a file's inode, size and mtime
+
+
+def read_file(path: str, seen: Signature | None) -> tuple[Signature | None, Progress | None]:
     """Look at a progress file without blocking: ``(signature, reading)``. The reading is
     None when the file is absent, not a regular file, unchanged since ``seen`` (its inode,
     size and mtime) or holds no progress line. Never raises for what a job did to the file."""

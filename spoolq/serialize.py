@@ -12,6 +12,7 @@ from spoolq.config import Config
 from spoolq.display import running_row
 from spoolq.jobs import Attempt, Job
 from spoolq.procs import daemon_alive
+from spoolq.progress import Progress
 from spoolq.store import Store
 
 
@@ -30,11 +31,15 @@ def status_dict(
     if running is None:  # along the running index, newest first like ``list_jobs``
         running = store.running_jobs()[::-1]
     lanes, states = store.overview()
+    progress = store.progress_of([j.id for j in running])
     return {
         "lanes": [lane.to_dict(now) for lane in lanes],
         "states": states,
         "daemons": daemon_rows(store, now, config),
-        "running_jobs": [running_row(j, now) for j in running],
+        "running_jobs": [
+            {**running_row(j, now), "progress": progress_dict(j, progress.get(j.id))}
+            for j in running
+        ],
     }
 
 
@@ -43,6 +48,20 @@ def job_list(jobs: list[Job]) -> list[dict[str, Any]]:
     return [j.to_dict() for j in jobs]
 
 
-def job_detail(job: Job, attempts: list[Attempt]) -> dict[str, Any]:
-    """``spoolq show --json``: the job with every attempt."""
-    return {**job.to_dict(), "attempt_history": [a.to_dict() for a in attempts]}
+def job_detail(
+    job: Job, attempts: list[Attempt], progress: Progress | None = None
+) -> dict[str, Any]:
+    """``spoolq show --json``: the job with its progress and every attempt."""
+    return {
+        **job.to_dict(),
+        "progress": progress_dict(job, progress),
+        "attempt_history": [a.to_dict() for a in attempts],
+    }
+
+
+def progress_dict(job: Job, progress: Progress | None) -> dict[str, Any] | None:
+    """``progress`` of a job: the latest reading of its latest attempt (``done, total,
+    unit, ratio, rate, eta_s, message``), or None if that attempt reported none."""
+    if progress is None or progress.attempt != job.attempts:
+        return None
+    return progress.to_dict()

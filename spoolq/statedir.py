@@ -34,7 +34,8 @@ ARCHIVE_DIR = {
 }
 CLAIMED = "claimed"
 LOGS = "logs"
-SUBDIRS = (CLAIMED, "done", "failed", "cancelled", "rejected", LOGS)
+PROGRESS = "progress"  # one file per running job: $SPOOLQ_PROGRESS
+SUBDIRS = (CLAIMED, "done", "failed", "cancelled", "rejected", LOGS, PROGRESS)
 LOG_POOL = ".logpool"  # spare log files made ahead of time (see logfiles.LogPool)
 DB = "spoolq.db"  # the embedded store
 IDENTITY = "home.id"  # this directory's identity: the "home" of the jobs claimed into it
@@ -152,6 +153,10 @@ class StateDir:
     def legacy_home(self) -> str:
         """host:state_dir - what a home was before directories had an identity."""
         return f"{socket.gethostname()}:{self.root}"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / PROGRESS
 
     @property
     def log_pool(self) -> Path:

@@ -10,6 +10,7 @@ says they are gone - without ever blocking the loop. Leaves what an ended attemp
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import select
@@ -21,11 +22,15 @@ from dataclasses import dataclass, field
 from spoolq.events import EventLog
 from spoolq.jobs import Job
 from spoolq.procs import group_alive, job_process_groups, killpg, live_members
+from spoolq.progress import Progress, Signature, Tracker, read_file
 from spoolq.runner import RunningJob
 
 PID_RECORD_AFTER = 0.5  # seconds a job runs before its pid is written to the store
 ORPHAN_RECHECK = 0.05  # seconds between looks at a dying orphan's processes
 ORPHAN_PATIENCE = 5.0  # seconds after SIGKILL before an orphan that lives on is reported
+PROGRESS_EVERY = 1.0  # seconds between looks at the progress files of running jobs
+PROGRESS_SAVE_EVERY = 5.0  # seconds between a job's progress writes to the store
+PROGRESS_SWEEP_EVERY = 60.0  # seconds between removals of files no running job owns
 
 
 def job_env(passthrough: str | Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -80,6 +85,10 @@ class Supervisor:
         self.ended: list[RunningJob] = []  # ended, outcome not yet recorded
         self.orphans: dict[str, Orphan] = {}  # by job id
         self._gone: list[Job] = []  # orphans whose processes are all gone
+        self.progress_dir: str | None = None  # where jobs write progress (None: they do not)
+        self._progress: dict[str, _Followed] = {}  # by job id: jobs that wrote some
+        self._progress_at = 0.0  # the next look at the progress files
+        self._sweep_at = 0.0
 
     # -- running jobs ------------------------------------------------------------------------
     def launch(self, job: Job) -> RunningJob:
@@ -93,6 +102,8 @@ class Supervisor:
             "SPOOLQ_ATTEMPT": str(job.attempts),
             "SPOOLQ_TRIGGER": job.claimed_path,
         }
+        if self.progress_dir is not None:
+            env["SPOOLQ_PROGRESS"] = f"{self.progress_dir}{os.sep}{job.id}"
         cwd = job.spec.cwd or os.path.dirname(job.trigger)
         rj = RunningJob(job, env, cwd, clock=self.mono, open_log=self.open_log)
         rj.start()
@@ -105,6 +116,9 @@ class Supervisor:
         if rj.result is not None:
             self.running.pop(rj.job.id, None)
             self.ended.append(rj)
+            if rj.job.id in self._progress:  # (a job that never wrote any: the sweep's)
+                del self._progress[rj.job.id]
+                _unlink(self._progress_file(rj.job.id))
             return
         if rj.pidfd is not None and rj.pidfd not in self._by_fd:
             self._by_fd[rj.pidfd] = rj
@@ -176,7 +190,58 @@ class Supervisor:
             if rj.pid and rj.pid != rj.recorded_pid
         ]
         marks += [o.check_at for o in self.orphans.values()]
+        if self.progress_dir is not None and self.running:
+            oldest = min(rj.started for rj in self.running.values())
+            marks.append(max(self._progress_at, oldest + PROGRESS_EVERY))
         return marks
+
+    # -- progress ----------------------------------------------------------------------------
+    def _progress_file(self, job_id: str) -> str:
+        return f"{self.progress_dir}{os.sep}{job_id}"
+
+    def progress_to_save(self, now: float) -> dict[str, Progress]:
+        """Once a second, the last line of each running job's progress file, if it changed
+        (read without blocking, a small tail at most); the readings due to be kept in the
+        store (a job's at most every PROGRESS_SAVE_EVERY seconds). A job younger than a
+        second is not looked at: short jobs cost nothing."""
+        mono = self.mono()
+        if self.progress_dir is None or mono < self._progress_at:
+            return {}
+        self._progress_at = mono + PROGRESS_EVERY
+        due: dict[str, Progress] = {}
+        for job_id, rj in self.running.items():
+            if mono - rj.started < PROGRESS_EVERY:
+                continue
+            followed = self._progress.get(job_id)
+            sig, reading = read_file(
+                self._progress_file(job_id), followed.sig if followed else None
+            )
+            if reading is None and followed is None:
+                continue
+            if followed is None:
+                followed = self._progress[job_id] = _Followed(Tracker(rj.job.attempts))
+            followed.sig = sig
+            if reading is not None:
+                followed.unsaved = followed.tracker.add(reading, now)
+            if followed.unsaved is not None and mono >= followed.save_at:
+                followed.save_at = mono + PROGRESS_SAVE_EVERY
+                due[job_id], followed.unsaved = followed.unsaved, None
+        if mono >= self._sweep_at:
+            self._sweep_at = mono + PROGRESS_SWEEP_EVERY
+            self._sweep()
+        return due
+
+    def _sweep(self) -> None:
+        """Remove progress files that no running job owns (a job that wrote some and
+        ended within a second, a daemon that died)."""
+        assert self.progress_dir is not None
+        try:
+            names = os.listdir(self.progress_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.split(".", 1)[0] not in self.running:
+                _unlink(f"{self.progress_dir}{os.sep}{name}")
 
     def tick(self) -> None:
         """Timeouts and kill escalation of running jobs, and the orphans' progress. Needs no
@@ -254,3 +319,18 @@ class Supervisor:
     def give_back(self, jobs: list[Job]) -> None:
         """Jobs from ``take_gone`` the store could not re-queue: offered again next time."""
         self._gone = jobs + self._gone
+
+
+@dataclass
+class _Followed:
+    """A running job's progress as the supervisor follows it."""
+
+    tracker: Tracker
+    sig: Signature | None = None  # the file as last read
+    save_at: float = 0.0  # the next reading is kept in the store from then on
+    unsaved: Progress | None = None  # the latest reading, until it is kept
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
