@@ -116,17 +116,23 @@ def render_status(
     daemons: list[dict[str, Any]],
     running: Sequence[Job] = (),
     now: float = 0.0,
+    waiting: Sequence[dict[str, Any]] = (),
 ) -> None:
     table = _table("lane", title="lanes")
     for col in ("concurrency", "running", "queued", "paused", "oldest waiting"):
         table.add_column(col, justify="right")
     for lane in lanes:
         wait = lane["oldest_waiting_s"]
+        limit = lane["concurrency"]
+        if lane.get("overridden"):
+            limit = f"{limit} (overridden)"
         _row(
-            table, lane["name"], lane["concurrency"], lane["running"], lane["queued"],
+            table, lane["name"], limit, lane["running"], lane["queued"],
             "yes" if lane["paused"] else "", _age(wait) if wait is not None else "",
         )  # fmt: skip
     _out().print(table)
+    for home in waiting:
+        print_text(f"{home['queued']} job(s) {home['waiting']}, at {home['path'] or '?'}")
     if running:
         _render_running(running, now)
     print_text("  ".join(f"{k} {v}" for k, v in states.items()))
@@ -153,8 +159,10 @@ def _render_running(running: Sequence[Job], now: float) -> None:
     _out().print(table)
 
 
-def render_jobs(found: list[Job]) -> None:
-    """Newest first: the trigger's name as it was published and what the job runs."""
+def render_jobs(found: list[Job], waiting: dict[str, str] | None = None) -> None:
+    """Newest first: the trigger's name as it was published and what the job runs; a
+    queued job whose home has no live daemon says so in its reason."""
+    waiting = waiting or {}
     table = _table("id", "state", "lane", "att", "exit", "created", overflow="fold")
     table.add_column("trigger", overflow="fold")
     table.add_column("command", overflow="ellipsis", no_wrap=True, max_width=60)
@@ -163,7 +171,7 @@ def render_jobs(found: list[Job]) -> None:
         _row(
             table, j.id, _state_style(j.state), j.lane, j.attempts,
             "" if j.exit_code is None else j.exit_code, iso(j.created_at) or "",
-            os.path.basename(j.trigger), summary(j), j.reason or "",
+            os.path.basename(j.trigger), summary(j), waiting.get(j.id) or j.reason or "",
         )  # fmt: skip
     _out().print(table)
 
@@ -171,7 +179,7 @@ def render_jobs(found: list[Job]) -> None:
 def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
     for key in ("id", "state", "lane", "priority", "trigger", "file", "log", "attempts",
                 "retries", "exit_code", "reason", "created_at", "started_at", "finished_at",
-                "idempotency_key", "timeout", "owner", "pid", "progress"):  # fmt: skip
+                "idempotency_key", "timeout", "owner", "pid", "home", "progress"):  # fmt: skip
         if data.get(key) is not None:
             print_text(f"{key:>16}: {data[key]}")
     for step in data["steps"] or []:
@@ -179,7 +187,7 @@ def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
     if attempts:
         table = _table(
             "#", "started", "finished", "wall s", "cpu s", "peak rss", "exit", "reason",
-            title="attempts",
+            "host", title="attempts",
         )  # fmt: skip
         for a in attempts:
             _row(
@@ -187,6 +195,6 @@ def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
                 "" if a.wall_s is None else f"{a.wall_s:.3f}",
                 "" if a.cpu_s is None else f"{a.cpu_s:.3f}",
                 "" if a.max_rss_kb is None else f"{a.max_rss_kb / 1024:.1f} MiB",
-                "" if a.exit_code is None else a.exit_code, a.reason or "",
+                "" if a.exit_code is None else a.exit_code, a.reason or "", a.host or "",
             )  # fmt: skip
         _out().print(table)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import click
 
-from spoolq.config import parse_duration
+from spoolq.config import Config, parse_duration
 from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import SpoolqError, UsageError
 from spoolq.jobs import JobState
 from spoolq.procs import daemon_alive
-from spoolq.serialize import job_detail, job_list, status_dict
+from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
 from spoolq.settings import Settings, complete_job, complete_lane
+from spoolq.store import Store
 
 
 @click.command()
@@ -32,7 +33,9 @@ def status(s: Settings, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        render_status(data["lanes"], data["states"], data["daemons"], running, now)
+        render_status(
+            data["lanes"], data["states"], data["daemons"], running, now, data["waiting_homes"]
+        )
 
 
 @click.command()
@@ -45,14 +48,15 @@ def jobs(
     s: Settings, state_filter: str | None, lane: str | None, limit: int, as_json: bool
 ) -> None:
     """List jobs, newest first."""
-    with s.store() as (_c, _s, store):
+    with s.store() as (config, _s, store):
         found = store.list_jobs(
             state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
         )
+        waiting = waiting_for(store, config, time.time(), found)
     if as_json:
-        print_json(job_list(found))
+        print_json(job_list(found, waiting))
     else:
-        render_jobs(found)
+        render_jobs(found, waiting)
 
 
 @click.command()
@@ -95,7 +99,8 @@ def logs(s: Settings, job_ref: str, follow: bool) -> None:
                     sink.flush()
             except FileNotFoundError:
                 if not follow:
-                    raise SpoolqError(f"no log yet for job {job.id} ({path})") from None
+                    _log_elsewhere(store, job.id, str(path))
+                    return
             if not follow:
                 return
             job = store.get(job.id)
@@ -105,26 +110,62 @@ def logs(s: Settings, job_ref: str, follow: bool) -> None:
             time.sleep(0.2)
 
 
+def _log_elsewhere(store: Store, job_id: str, path: str) -> None:
+    """No log file here: the job ran on a host whose state directory this one is not.
+    Print the tail the store kept when it finished, and say where the whole log is."""
+    tail = store.log_tail(job_id)
+    attempts = store.attempts(job_id)
+    if tail is None:
+        if not attempts:
+            raise SpoolqError(f"no log yet for job {job_id} ({path})")
+        host = attempts[-1].host or "another host"
+        raise SpoolqError(f"job {job_id} ran on {host}: its log is there ({path})")
+    sys.stdout.buffer.write(tail.tail)
+    sys.stdout.buffer.flush()
+    part = "all" if len(tail.tail) == tail.size else f"the last {len(tail.tail)} bytes"
+    click.echo(f"({part} of {tail.size} bytes; the whole log is on {tail.host}: {path})", err=True)
+
+
 @click.command()
 @click.argument("job_refs", nargs=-1, shell_complete=complete_job)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
+@click.option(
+    "--any-host",
+    is_flag=True,
+    help="Let a daemon of any state directory run them (their trigger content must be in "
+    "the store): for jobs whose own state directory has no daemon left.",
+)
 @click.pass_obj
-def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool) -> None:
+def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool, any_host: bool) -> None:
     """Queue finished jobs again, with a fresh set of retries."""
     if not job_refs and not all_failed:
         raise UsageError("name a JOB or use --failed")
     with s.store() as (_c, state, store):
         # Resolve every reference first: a typo in the third id changes nothing.
-        ids = [store.get(r).id for r in job_refs]
+        jobs = [store.get(r) for r in job_refs]
+        if any_host:
+            for job in jobs:
+                if job.home and store.trigger_text(job.id) is None:
+                    raise SpoolqError(
+                        f"job {job.id}: its trigger's content is not in the store (only "
+                        "any_host lanes keep it), so it runs only where its state directory "
+                        f"is ({job.home})"
+                    )
+        ids = [j.id for j in jobs]
         if all_failed:
             ids += [i for i in store.failed_ids() if i not in ids]
             if not ids:
                 click.echo("no failed jobs")
         try:
             for job_id in ids:
-                job = store.retry(job_id, time.time())
-                state.place(job.claimed_path, job.state.value)
-                click.echo(f"{job.id} queued again (attempt {job.attempts + 1} next)")
+                job = store.get(job_id)
+                if not (any_host and job.state is JobState.QUEUED):
+                    job = store.retry(job_id, time.time())
+                    state.place(job.claimed_path, job.state.value)
+                if any_host:
+                    job = store.release_home(job_id) or job
+                where = " by any daemon" if any_host else ""
+                click.echo(f"{job.id} queued again{where} (attempt {job.attempts + 1} next)")
         finally:
             store.notify()
 
@@ -157,12 +198,23 @@ def cancel(s: Settings, job_refs: tuple[str, ...]) -> None:
             store.notify()  # even after an error, wake the daemon for the ones done
 
 
+def _known_lane(config: Config, store: Store, lane: str) -> None:
+    """A lane the config or a job names (a typo must not create a lane and pause it)."""
+    known = set(config.lane_limits()) | {ln.name for ln in store.lane_status()}
+    if lane not in known:
+        raise UsageError(
+            f"no lane {lane!r}: neither the config nor any job names it "
+            f"(lanes: {', '.join(sorted(known)) or 'none'})"
+        )
+
+
 @click.command()
 @click.argument("lane", shell_complete=complete_lane)
 @click.pass_obj
 def pause(s: Settings, lane: str) -> None:
     """Stop starting jobs in LANE (new triggers are still queued)."""
-    with s.store() as (_c, _s, store):
+    with s.store() as (config, _s, store):
+        _known_lane(config, store, lane)
         store.set_paused(lane, True)
         store.notify()
     click.echo(f"lane {lane} paused")
@@ -173,29 +225,64 @@ def pause(s: Settings, lane: str) -> None:
 @click.pass_obj
 def resume(s: Settings, lane: str) -> None:
     """Start jobs in LANE again."""
-    with s.store() as (_c, _s, store):
+    with s.store() as (config, _s, store):
+        _known_lane(config, store, lane)
         store.set_paused(lane, False)
         store.notify()
     click.echo(f"lane {lane} resumed")
 
 
 @click.command()
-@click.option("--older-than", "older", required=True, metavar="DURATION", help="e.g. 14d.")
+@click.argument("lane", shell_complete=complete_lane)
+@click.option("--concurrency", type=click.IntRange(1, 10_000), help="The new limit.")
+@click.option("--reset", is_flag=True, help="Back to the limit the config gives.")
 @click.pass_obj
-def prune(s: Settings, older: str) -> None:
+def lane(s: Settings, lane: str, concurrency: int | None, reset: bool) -> None:
+    """Change LANE's concurrency for every daemon on the store, at once and until --reset."""
+    if (concurrency is None) == (not reset):
+        raise UsageError("use either --concurrency N or --reset")
+    with s.store() as (config, _s, store):
+        _known_lane(config, store, lane)
+        st = store.set_lane_limit(lane, concurrency)
+        store.notify()
+    if st is None or st.override is None:
+        n = st.concurrency if st else config.lane_concurrency(lane)
+        click.echo(f"lane {lane}: concurrency {n} (the config's)")
+    else:
+        click.echo(f"lane {lane}: concurrency {st.concurrency} (overridden until --reset)")
+
+
+@click.command()
+@click.option("--older-than", "older", required=True, metavar="DURATION", help="e.g. 14d.")
+@click.option(
+    "--all-homes",
+    is_flag=True,
+    help="Also other state directories' jobs (their rows; their files where reachable).",
+)
+@click.pass_obj
+def prune(s: Settings, older: str, all_homes: bool) -> None:
     """Delete finished job records, their logs and archived triggers."""
     try:
         age = parse_duration(older)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     with s.store() as (_c, state, store):
-        # Only this host's jobs: another host's triggers and logs are not here to delete,
-        # and a row removed while its trigger waits in that host's claimed/ would be
-        # revived there as a new job.
-        removed = store.prune(time.time() - age, state.home)
+        cutoff = time.time() - age
+        # Without --all-homes, only this state directory's jobs: another's triggers and
+        # logs are not here to delete, and a row removed while its trigger waits in that
+        # directory's claimed/ would be revived there as a new job.
+        left = {} if all_homes else store.prunable_elsewhere(cutoff, state.home)
+        paths = {h.home: h.path for h in store.homes()} if left else {}
+        removed = store.prune(cutoff, None if all_homes else state.home)
         for job in removed:
             state.remove(job.claimed_path, job.state.value, job.log)
     click.echo(f"pruned {len(removed)} job(s)")
+    if left:
+        where = ", ".join(f"{n} of {paths.get(h) or h} ({h})" for h, n in sorted(left.items()))
+        click.echo(
+            f"left {sum(left.values())} job(s) of other state directories: {where}; prune "
+            "there, or use --all-homes"
+        )
 
 
-COMMANDS = [status, jobs, show, logs, retry, cancel, pause, resume, prune]
+COMMANDS = [status, jobs, show, logs, retry, cancel, pause, resume, lane, prune]

@@ -10,7 +10,7 @@ from typing import Any
 
 from spoolq.config import Config
 from spoolq.display import running_row
-from spoolq.jobs import Attempt, Job
+from spoolq.jobs import Attempt, Job, JobState, iso
 from spoolq.procs import daemon_alive
 from spoolq.progress import Progress
 from spoolq.store import Store
@@ -40,12 +40,51 @@ def status_dict(
             {**running_row(j, now), "progress": progress_dict(j, progress.get(j.id))}
             for j in running
         ],
+        "waiting_homes": waiting_homes(store, config, now),
     }
 
 
-def job_list(jobs: list[Job]) -> list[dict[str, Any]]:
-    """``spoolq jobs --json``."""
-    return [j.to_dict() for j in jobs]
+def waiting_homes(store: Store, config: Config, now: float) -> list[dict[str, Any]]:
+    """State directories with queued jobs that only their daemons may run, and no live
+    daemon serving them: those jobs wait, and this says so (never silently stuck).
+    ``waiting`` is the one line a person reads."""
+    live = {d.home for d in store.daemons() if daemon_alive(d, now, config.stale_after)}
+    known = {h.home: h for h in store.homes() if h.home not in live}
+    queued = store.queued_by_home(list(known))
+    out = []
+    for home, (n, oldest) in sorted(queued.items()):
+        if home in live:
+            continue
+        h = known.get(home)
+        seen = iso(h.seen_at) if h is not None and h.seen_at else None
+        last = f"last daemon seen {seen} on {h.host}" if h is not None and seen else "no daemon"
+        out.append(
+            {
+                "home": home,
+                "path": h.path if h is not None else None,
+                "queued": n,
+                "oldest_waiting_s": round(now - oldest, 3),
+                "last_seen": seen,
+                "last_host": h.host if h is not None and seen else None,
+                "waiting": f"waiting for home {home} ({last})",
+            }
+        )
+    return out
+
+
+def waiting_for(store: Store, config: Config, now: float, jobs: list[Job]) -> dict[str, str]:
+    """Per queued job of ``jobs`` whose home has no live daemon: what it waits for."""
+    if not any(j.state is JobState.QUEUED and j.home for j in jobs):
+        return {}
+    homes = {h["home"]: h["waiting"] for h in waiting_homes(store, config, now)}
+    return {j.id: homes[j.home] for j in jobs if j.state is JobState.QUEUED and j.home in homes}
+
+
+def job_list(jobs: list[Job], waiting: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``spoolq jobs --json``; ``waiting`` (from ``waiting_for``) marks the jobs that wait
+    for a home no live daemon serves."""
+    waiting = waiting or {}
+    return [{**j.to_dict(), "waiting": waiting.get(j.id)} for j in jobs]
 
 
 def job_detail(

@@ -198,8 +198,8 @@ class Store(abc.ABC):
     def homes(self) -> list[HomeInfo]: ...
 
     @abc.abstractmethod
-    def queued_by_home(self) -> dict[str, tuple[int, float]]:
-        """(count, oldest created_at) of the queued jobs that only one home may run."""
+    def queued_by_home(self, homes: Sequence[str]) -> dict[str, tuple[int, float]]:
+        """Per home of ``homes`` with queued jobs: their count and oldest created_at."""
 
     @abc.abstractmethod
     def set_lane_limit(self, lane: str, concurrency: int | None) -> LaneStatus | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from spoolq.jobs import HomeInfo, Job, LaneStatus, LogTail
@@ -39,7 +40,7 @@ class FleetVerbs(abc.ABC):
     def _read(self) -> contextlib.AbstractContextManager[Any]: ...
 
     @abc.abstractmethod
-    def _ids(self, ids: list[str]) -> Any: ...
+    def _ids(self, ids: Sequence[str]) -> Any: ...
 
     def adopt_home(self, info: HomeInfo, legacy: str) -> int:
         with self._tx() as tx:
@@ -63,9 +64,11 @@ class FleetVerbs(abc.ABC):
             rows = tx.all("homes")
         return [HomeInfo(r["home"], r["path"], r["host"], r["daemon"], r["seen_at"]) for r in rows]
 
-    def queued_by_home(self) -> dict[str, tuple[int, float]]:
+    def queued_by_home(self, homes: Sequence[str]) -> dict[str, tuple[int, float]]:
+        if not homes:
+            return {}
         with self._read() as tx:
-            rows = tx.all("queued_by_home")
+            rows = tx.all("queued_by_home", homes=self._ids(homes))
         return {r["home"]: (int(r["n"]), float(r["oldest"])) for r in rows}
 
     def set_lane_limit(self, lane: str, concurrency: int | None) -> LaneStatus | None:

@@ -62,13 +62,16 @@ def test_a_heartbeat_says_when_a_home_was_last_served(store: Store) -> None:
     assert store.daemons() == []
 
 
-def test_queued_jobs_are_counted_per_home_but_not_the_any_host_ones(store: Store) -> None:
+def test_queued_jobs_are_counted_for_the_homes_asked_about(store: Store) -> None:
     enqueue1(store, T0, home="home-1")
     enqueue1(store, T0 + 1, home="home-1")
     enqueue1(store, T0 + 2, home="home-2")
     enqueue1(store, T0 + 3, home="")
     run_to(store, JobState.SUCCEEDED, home="home-3", lane="other")
-    assert store.queued_by_home() == {"home-1": (2, T0), "home-2": (1, T0 + 2)}
+    homes = ["home-1", "home-2", "home-3", "home-4"]
+    assert store.queued_by_home(homes) == {"home-1": (2, T0), "home-2": (1, T0 + 2)}
+    assert store.queued_by_home(["home-2"]) == {"home-2": (1, T0 + 2)}
+    assert store.queued_by_home([]) == {}
 
 
 def test_each_attempt_records_its_daemon_and_host(store: Store) -> None:

@@ -272,9 +272,10 @@ DELETE FROM spoolq_homes WHERE home = %(home)s
 SELECT * FROM spoolq_homes ORDER BY home
 
 -- name: queued_by_home
--- Queued jobs that only one state directory's daemons may run, per home.
+-- Queued jobs that only these state directories' daemons may run, per home (asked for
+-- the homes no live daemon serves: rarely any).
 SELECT home, count(*) AS n, min(created_at) AS oldest FROM spoolq_jobs
-WHERE state = 'queued' AND home <> ''
+WHERE state = 'queued' AND home = ANY(%(homes)s)
 GROUP BY home
 
 -- name: set_lane_override

@@ -276,9 +276,10 @@ DELETE FROM homes WHERE home = :home
 SELECT * FROM homes ORDER BY home
 
 -- name: queued_by_home
--- Queued jobs that only one state directory's daemons may run, per home.
+-- Queued jobs that only these state directories' daemons may run, per home (asked for
+-- the homes no live daemon serves: rarely any).
 SELECT home, count(*) AS n, min(created_at) AS oldest FROM jobs
-WHERE state = 'queued' AND home <> ''
+WHERE state = 'queued' AND home IN (SELECT value FROM json_each(:homes))
 GROUP BY home
 
 -- name: set_lane_override

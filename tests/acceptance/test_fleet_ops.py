@@ -1,0 +1,156 @@
+"""What an operator does to a fleet: change a lane's limit for every daemon at once, pause
+only lanes that exist, prune and be told what was left to other state directories, read
+the log of a job that ran elsewhere, and see which host ran each attempt."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POSTGRES_URL, Env, postgres_admin, wait_until
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    admin = postgres_admin()
+    schema = f"spoolq_o_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+def host(tmp: Path, name: str, url: str, extra: str = "") -> Env:
+    root = tmp / name
+    root.mkdir()
+    env = Env(root)
+    env.write_config(f'store = "{url}"\n[lanes.db]\nconcurrency = 1\n{extra}')
+    return env
+
+
+def status(env: Env) -> dict[str, object]:
+    data: dict[str, object] = json.loads(env.cli("status", "--json", check=True).stdout)
+    return data
+
+
+def lane_of(env: Env, name: str) -> dict[str, object]:
+    lanes = status(env)["lanes"]
+    assert isinstance(lanes, list)
+    return next(ln for ln in lanes if ln["name"] == name)
+
+
+def test_pause_or_resume_of_a_lane_nobody_names_is_a_usage_error(env: Env) -> None:
+    env.write_config("[lanes.warehouse]\nconcurrency = 1\n")
+    d = env.start()
+    for command in ("pause", "resume"):
+        res = env.cli(command, "warehous")
+        assert res.returncode == 2, res
+        assert "no lane 'warehous'" in res.stderr and "warehouse" in res.stderr
+    assert "warehous" not in {ln["name"] for ln in status(env)["lanes"]}  # type: ignore[attr-defined]
+    assert env.cli("pause", "warehouse").returncode == 0  # named by the config
+    env.publish('{"lane": "adhoc", "argv": ["true"]}')  # a lane a job names
+    d.wait_for("succeeded")
+    assert env.cli("pause", "adhoc").returncode == 0
+    assert lane_of(env, "adhoc")["paused"] is True
+
+
+@pytest.mark.postgres
+def test_lane_concurrency_changes_for_every_daemon_until_reset(tmp_path: Path, pg_url: str) -> None:
+    a, b = host(tmp_path, "a", pg_url), host(tmp_path, "b", pg_url)
+    release = tmp_path / "release"
+    hold = {"lane": "db", "command": f"while [ ! -e {release} ]; do sleep 0.05; done"}
+    try:
+        da, db = a.start(), b.start()
+        for i in range(3):
+            a.publish(json.dumps(hold), f"a{i}.trigger")
+            b.publish(json.dumps(hold), f"b{i}.trigger")
+        wait_until(lambda: lane_of(a, "db")["running"] == 1, 30, "one db job running")
+
+        res = a.cli("lane", "db", "--concurrency", "4", check=True)
+        assert "overridden" in res.stdout
+        wait_until(lambda: lane_of(b, "db")["running"] == 4, 30, "four db jobs running")
+        assert da.find("started") and db.find("started")  # both daemons took the new slots
+        lane = lane_of(b, "db")
+        assert (lane["concurrency"], lane["overridden"]) == (4, True)
+        assert "4 (overridden)" in b.cli("status", check=True).stdout
+
+        # A daemon starting declares its config: the override stays.
+        c = host(tmp_path, "c", pg_url)
+        c.start()
+        assert lane_of(a, "db")["concurrency"] == 4
+        c.close()
+
+        res = b.cli("lane", "db", "--reset", check=True)
+        assert "concurrency 1" in res.stdout
+        lane = lane_of(a, "db")
+        assert (lane["concurrency"], lane["overridden"]) == (1, False)
+        release.touch()
+        wait_until(lambda: lane_of(a, "db")["queued"] == 0, 60, "the db lane drained")
+        assert lane_of(a, "db")["running"] in (0, 1)
+        assert a.cli("lane", "nosuch", "--concurrency", "2").returncode == 2
+        assert a.cli("lane", "db").returncode == 2  # neither --concurrency nor --reset
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.postgres
+def test_prune_says_what_it_left_to_other_state_directories(tmp_path: Path, pg_url: str) -> None:
+    a, b = host(tmp_path, "a", pg_url), host(tmp_path, "b", pg_url)
+    try:
+        da, db = a.start(), b.start()
+        for i in range(2):
+            a.publish('{"argv": ["true"]}', f"a{i}.trigger")
+        for i in range(3):
+            b.publish('{"argv": ["true"]}', f"b{i}.trigger")
+        da.wait_for("succeeded", count=2)
+        db.wait_for("succeeded", count=3)
+        wait_until(lambda: len(list((b.state / "done").iterdir())) == 3, what="b's archive")
+
+        res = a.cli("prune", "--older-than", "0s", check=True)
+        assert "pruned 2 job(s)" in res.stdout
+        assert "left 3 job(s) of other state directories" in res.stdout
+        assert str(b.state) in res.stdout and "--all-homes" in res.stdout
+
+        res = a.cli("prune", "--older-than", "0s", "--all-homes", check=True)
+        assert "pruned 3 job(s)" in res.stdout and "left" not in res.stdout
+        assert a.jobs() == []
+        # (Here b's files are reachable too: removed with their rows.)
+        assert not list((b.state / "done").iterdir())
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.postgres
+def test_logs_of_a_job_that_ran_elsewhere_show_the_stored_tail(tmp_path: Path, pg_url: str) -> None:
+    a, ops = host(tmp_path, "a", pg_url), host(tmp_path, "ops", pg_url)
+    try:
+        d = a.start()
+        a.publish("seq 1 20000\necho the end\n", "big.trigger")
+        job_id = d.wait_for("succeeded")[0]["job"]
+        log = Path(a.job(job_id)["log"])
+        log.unlink()  # as seen from a host without that state directory
+
+        res = ops.cli("logs", job_id)
+        assert res.returncode == 0, res.stderr
+        assert "\nthe end\n" in res.stdout and "\n19999\n" in res.stdout
+        assert len(res.stdout.encode()) == 64 * 1024
+        assert "the whole log is on" in res.stderr and str(log) in res.stderr
+
+        shown = ops.job(job_id)
+        (attempt,) = shown["attempt_history"]
+        assert attempt["host"] and attempt["daemon"].endswith(f"@{attempt['host']}")
+        assert "host" in ops.cli("show", job_id, check=True).stdout
+        (listed,) = ops.jobs()
+        assert listed["home"] == shown["home"] and listed["home"].startswith("home-")
+    finally:
+        a.close()
+        ops.close()
