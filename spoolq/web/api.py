@@ -142,11 +142,11 @@ def cancel_job(ctx: Ctx, via: Via, request: Request, job_id: JobId) -> dict[str,
 
 def _set_paused(ctx: WebContext, request: Request, via: str, lane: str, paused: bool) -> Any:
     def run(store: Store) -> Any:
-        if lane not in {ln.name for ln in store.lane_status()} and lane not in ctx.config.lanes:
+        if lane not in {ln.name for ln in store.overview()[0]} and lane not in ctx.config.lanes:
             return None
         store.set_paused(lane, paused)
         store.notify()
-        return next(ln for ln in store.lane_status() if ln.name == lane)
+        return next(ln for ln in store.overview()[0] if ln.name == lane)
 
     found = ctx.call(run)
     if found is None:

@@ -38,12 +38,23 @@ def pg_url() -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def store_env(request: pytest.FixtureRequest, env: Env) -> Env:
+    """The test's world on each store: SQLite, and a fresh PostgreSQL schema."""
+    if request.param == "postgresql":
+        env.write_config(f'store = "{request.getfixturevalue("pg_url")}"\n')
+    return env
+
+
 def run_one(env: Env, d: object, text: str, name: str) -> str:
     trigger = env.publish(text, name)
     return str(d.wait_for("queued", trigger=str(trigger))[0]["job"])  # type: ignore[attr-defined]
 
 
-def test_every_api_route_needs_the_token_and_answers_like_the_cli(env: Env) -> None:
+def test_every_api_route_needs_the_token_and_answers_like_the_cli(store_env: Env) -> None:
+    env = store_env
     d, web = start_http(env)
     try:
         mode = stat.S_IMODE(os.stat(web.token_file).st_mode)
@@ -95,7 +106,8 @@ def test_every_api_route_needs_the_token_and_answers_like_the_cli(env: Env) -> N
         web.close()
 
 
-def test_jobs_are_paged_newest_first_with_before(env: Env) -> None:
+def test_jobs_are_paged_newest_first_with_before(store_env: Env) -> None:
+    env = store_env
     d, web = start_http(env)
     try:
         ids = [run_one(env, d, f"echo {i}", f"p{i}.trigger") for i in range(7)]
@@ -113,7 +125,8 @@ def test_jobs_are_paged_newest_first_with_before(env: Env) -> None:
         web.close()
 
 
-def test_a_log_by_byte_range_and_followed_until_the_job_ends(env: Env) -> None:
+def test_a_log_by_byte_range_and_followed_until_the_job_ends(store_env: Env) -> None:
+    env = store_env
     gate = env.root / "gate"
     d, web = start_http(env)
     try:
@@ -154,7 +167,8 @@ def test_a_log_by_byte_range_and_followed_until_the_job_ends(env: Env) -> None:
         web.close()
 
 
-def test_controls_reach_the_daemon_within_a_second_and_are_logged(env: Env) -> None:
+def test_controls_reach_the_daemon_within_a_second_and_are_logged(store_env: Env) -> None:
+    env = store_env
     d, web = start_http(env)
     try:
         # pause: a new job waits; spoolq status agrees; resume starts it at once
