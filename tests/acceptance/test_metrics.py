@@ -147,3 +147,16 @@ def test_a_running_jobs_progress_shows_in_metrics_and_on_the_page(env: Env) -> N
     finally:
         gate.touch()
         web.close()
+
+
+def test_a_daemon_exposes_every_documented_metric(env: Env) -> None:
+    from tests.unit.test_monitoring_files import documented
+
+    _d, web = start_http(env)
+    try:
+        text = web.anon.get("/metrics").text
+        families = {f.name for f in text_string_to_metric_families(text)}
+        exposed = families | {f"{name}_total" for name in families}
+        assert documented() <= exposed, documented() - exposed
+    finally:
+        web.close()
