@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 from click.shell_completion import get_completion_class
 
-from spoolq import __version__, operate, waitcli
+from spoolq import __version__, notify, operate, waitcli
 from spoolq.api import build_trigger, publish
 from spoolq.claims import judge
 from spoolq.errors import (
@@ -122,9 +122,10 @@ def run(
             delay = backoff.failed()
             log.error("store_unavailable", error=str(exc), retry_in=delay)
             time.sleep(delay)
-    web = None
+    web = notifier = None
     try:
         daemon = Daemon(config, state, store, log)
+        notifier = notify.start(config, store, state.root, log, daemon.id)
         if config.http.listen:
             from spoolq.web.server import start_in_daemon
 
@@ -133,6 +134,8 @@ def run(
     finally:
         if web is not None:
             web.stop()
+        if notifier is not None:
+            notifier.stop()
         store.close()
 
 
@@ -288,6 +291,27 @@ def demo(keep: bool, workspace: Path | None) -> None:
     from spoolq.demo import main as demo_main
 
     raise SystemExit(demo_main(keep=keep or workspace is not None, workspace=workspace))
+
+
+@cli.group(name="notify")
+def notify_group() -> None:
+    """Notifications ([[notify]] in the config)."""
+
+
+@notify_group.command(name="test")
+@click.pass_obj
+def notify_test(s: Settings) -> None:
+    """Send a sample notification (event "test") to every [[notify]] target now; exit 1
+    if any did not take it."""
+    config = s.load()
+    if not config.notify:
+        raise UsageError("no [[notify]] block in the config (see -c/--config)")
+    failed = 0
+    for name, error in notify.send_samples(config).items():
+        click.echo(f"{name}: {'ok' if error is None else 'failed: ' + error}")
+        failed += error is not None
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -239,6 +239,31 @@ def split_address(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+NOTIFY_EVENTS = ("queued", "started", "succeeded", "failed", "cancelled", "rejected", "retrying")
+
+
+class NotifyConfig(_Model):
+    """One ``[[notify]]`` block: on these events (of these lanes), run a command with the
+    job's JSON on stdin, or POST it to a URL."""
+
+    on: tuple[Literal[NOTIFY_EVENTS], ...] = Field(min_length=1)  # type: ignore[valid-type]
+    lanes: tuple[str, ...] = ()  # none: every lane
+    command: tuple[str, ...] | None = Field(default=None, min_length=1)
+    url: str | None = None
+    name: str | None = None  # how logs and the outbox name it (default notify[N])
+    timeout: Duration = 30.0  # a command is killed, a request abandoned, after this
+    retries: int = Field(default=10, ge=0, le=1000)
+    retry_backoff: Duration = 5.0  # doubling, capped at 10 minutes
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotifyConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError('give exactly one of command = [argv...] or url = "https://..."')
+        if self.url is not None and not re.match(r"^https?://[^\s/]+", self.url):
+            raise ValueError(f"url = {self.url!r} must start with http:// or https://")
+        return self
+
+
 class Config(_Model):
     state_dir: Path | None = None
     store: str = "sqlite"
@@ -253,6 +278,7 @@ class Config(_Model):
     heartbeat_interval: Duration = 10.0
     stale_after: Duration = 60.0
     log_format: Literal["human", "json"] = "human"
+    notify: tuple[NotifyConfig, ...] = ()
 
     @field_validator("lanes")
     @classmethod
@@ -261,6 +287,10 @@ class Config(_Model):
             if not re.match(LANE_NAME, name):
                 raise ValueError(f"lane name {name!r} must match {LANE_NAME}")
         return v
+
+    def notify_targets(self) -> dict[str, NotifyConfig]:
+        """The ``[[notify]]`` blocks by name (``name``, else ``notify[N]``, N from 1)."""
+        return {n.name or f"notify[{i}]": n for i, n in enumerate(self.notify, 1)}
 
     def lane_concurrency(self, lane: str) -> int:
         cfg = self.lanes.get(lane)

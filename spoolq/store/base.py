@@ -25,6 +25,7 @@ from spoolq.jobs import (
     NewJob,
 )
 from spoolq.progress import Progress
+from spoolq.store.outbox import Notification
 
 
 class Listener(Protocol):
@@ -287,3 +288,28 @@ class Store(abc.ABC):
     def listen_ended(self) -> Listener | None:
         """A listener that wakes when any job reaches a final state (after the commit),
         for processes that wait for jobs; None where this store cannot make one."""
+
+    @abc.abstractmethod
+    def set_notify_targets(self, targets: Sequence[tuple[str, str, str | None]]) -> None:
+        """Declare (target, event, lane or None) for every notify target: from then on,
+        each job that reaches that event records a notification in the same transaction."""
+
+    @abc.abstractmethod
+    def claim_notifications(
+        self, owner: str, now: float, lease: float, limit: int = 20
+    ) -> list[Notification]:
+        """Notifications due now that no sender holds (or whose sender's daemon is gone),
+        held for daemon ``owner`` for ``lease`` seconds."""
+
+    @abc.abstractmethod
+    def notification_sent(self, notification_id: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def notification_failed(
+        self, notification_id: str, error: str, next_at: float, gave_up_at: float | None
+    ) -> None:
+        """Try again at ``next_at``, or never (``gave_up_at`` set)."""
+
+    @abc.abstractmethod
+    def next_notification(self) -> float | None:
+        """When the earliest unsent notification is due."""

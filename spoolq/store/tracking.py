@@ -3,7 +3,8 @@ job's progress readings, finding the job a trigger became, and the duplicate che
 producer runs before publishing.
 
 Mixed into ``SqlStore``, which provides the transactions (``_tx``, ``_read``) and the
-dialect's list parameter (``_ids``). How a store wakes the processes waiting for jobs to
+dialect's list parameter (``_ids``); the notifications' outbox comes with them
+(``OutboxVerbs``). How a store wakes the processes waiting for jobs to
 end (``listen_ended``) is each dialect's own.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from spoolq.jobs import Job
 from spoolq.progress import Progress
+from spoolq.store.outbox import OutboxVerbs
 from spoolq.store.rows import Row, job_from_row
 
 
@@ -31,7 +33,7 @@ def progress_from_row(row: Row) -> Progress:
     )
 
 
-class TrackingVerbs:
+class TrackingVerbs(OutboxVerbs):
     # Provided by SqlStore (typed loosely here: importing sqlbase would be a cycle).
     def _tx(self) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError

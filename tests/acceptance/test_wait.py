@@ -71,7 +71,7 @@ def test_wait_for_succeeded_jobs_exits_0_and_json_lists_them(env: Env) -> None:
     jobs = json.loads(res.stdout)
     assert [Path(j["trigger"]).name for j in jobs] == [t.name for t in triggers]
     assert {j["state"] for j in jobs} == {"succeeded"}
-    by_id = env.cli("wait", jobs[0]["id"][:20])
+    by_id = env.cli("wait", jobs[0]["id"])
     assert by_id.returncode == 0 and jobs[0]["id"] in by_id.stdout
 
 

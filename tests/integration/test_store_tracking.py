@@ -5,13 +5,14 @@ with their job, and the wake-up of processes waiting for jobs to end."""
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from spoolq.jobs import JobState
+from spoolq.jobs import DaemonInfo, JobState
 from spoolq.progress import Progress
 from spoolq.store.base import Store
 from tests.integration.test_store_contract import (
@@ -98,3 +99,44 @@ def test_a_job_ending_wakes_a_waiter_of_another_connection(kit: StoreKit) -> Non
         listener.drain()
     finally:
         listener.close()
+
+
+def test_notifications_are_recorded_with_the_state_change_and_claimed_once(
+    store: Store,
+) -> None:
+    store.set_notify_targets(
+        [("ops", "failed", None), ("ops", "started", None), ("wh", "succeeded", "warehouse")]
+    )
+    failed = run_to(store, JobState.FAILED)  # started, then failed
+    loaded = run_to(store, JobState.SUCCEEDED, lane="warehouse")  # started, then succeeded
+    enqueue1(store, reason="bad trigger")  # rejected: nobody asked for it
+    now = time.time() + 1
+    due = store.claim_notifications("d1", now, lease=60)
+    assert sorted((n.target, n.event, n.job_id, n.attempts) for n in due) == sorted(
+        [
+            ("ops", "started", failed.id, 1),
+            ("ops", "failed", failed.id, 1),
+            ("ops", "started", loaded.id, 1),
+            ("wh", "succeeded", loaded.id, 1),
+        ]
+    )
+    assert len({n.id for n in due}) == 4
+    # Held by d1 - unless d1's daemon has no registration (dead): then taken at once.
+    store.register_daemon(DaemonInfo("d3", "h", 1, now, now, "s"))
+    due = sorted(store.claim_notifications("d3", now, lease=60), key=lambda n: n.event)
+    assert [n.attempts for n in due] == [2, 2, 2, 2]
+    assert store.claim_notifications("d4", now, lease=60) == []  # d3 is alive
+    assert len(store.claim_notifications("d4", now + 61, lease=60)) == 4  # its lease ran out
+    store.notification_sent(due[0].id, now)
+    store.notification_failed(due[1].id, "HTTP 500", now + 100, None)
+    store.notification_failed(due[2].id, "gave up", now, now)
+    store.notification_failed(due[3].id, "HTTP 500", now + 200, None)
+    assert store.next_notification() == now + 100
+    (again,) = store.claim_notifications("d3", now + 150, lease=1)
+    assert again.id == due[1].id and again.attempts == 4
+    store.set_notify_targets([])
+    run_to(store, JobState.SUCCEEDED, lane="warehouse")
+    assert [n.id for n in store.claim_notifications("d3", now + 1000, lease=60)] == [
+        due[1].id,
+        due[3].id,
+    ]

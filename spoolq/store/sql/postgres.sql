@@ -345,3 +345,35 @@ ON CONFLICT (job_id) DO UPDATE SET
 
 -- name: get_progress
 SELECT * FROM spoolq_progress WHERE job_id = ANY(%(ids)s)
+
+-- name: clear_notify_targets
+DELETE FROM spoolq_notify_targets
+
+-- name: add_notify_target
+INSERT INTO spoolq_notify_targets (target, event, lane) VALUES (%(target)s, %(event)s, %(lane)s)
+
+-- name: claim_notifications
+-- Due, and no sender on it: none took it, its lease ran out, or its daemon is gone (it
+-- died while sending; its registration goes when a daemon finds it dead).
+UPDATE spoolq_outbox
+SET lease_until = %(until)s, lease_owner = %(owner)s, attempts = attempts + 1
+WHERE seq IN (
+    SELECT seq FROM spoolq_outbox
+    WHERE sent_at IS NULL AND failed_at IS NULL AND next_at <= %(now)s
+      AND (lease_until IS NULL OR lease_until < %(now)s
+           OR lease_owner NOT IN (SELECT id FROM spoolq_daemons))
+    ORDER BY next_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+
+-- name: notification_sent
+UPDATE spoolq_outbox SET sent_at = %(now)s, lease_until = NULL, error = NULL WHERE id = %(id)s
+
+-- name: notification_failed
+UPDATE spoolq_outbox
+SET next_at = %(next_at)s, lease_until = NULL, error = %(error)s, failed_at = %(failed_at)s
+WHERE id = %(id)s
+
+-- name: next_notification
+SELECT min(next_at) AS v FROM spoolq_outbox WHERE sent_at IS NULL AND failed_at IS NULL

@@ -362,3 +362,33 @@ WHEN NEW.state = 'rejected'
 BEGIN
     SELECT spoolq_job_ended();
 END
+
+-- name: clear_notify_targets
+DELETE FROM notify_targets
+
+-- name: add_notify_target
+INSERT OR IGNORE INTO notify_targets (target, event, lane) VALUES (:target, :event, :lane)
+
+-- name: claim_notifications
+-- Due, and no sender on it: none took it, its lease ran out, or its daemon is gone (it
+-- died while sending; its registration goes when a daemon finds it dead).
+UPDATE outbox SET lease_until = :until, lease_owner = :owner, attempts = attempts + 1
+WHERE seq IN (
+    SELECT seq FROM outbox INDEXED BY outbox_due
+    WHERE sent_at IS NULL AND failed_at IS NULL AND next_at <= :now
+      AND (lease_until IS NULL OR lease_until < :now
+           OR lease_owner NOT IN (SELECT id FROM daemons))
+    ORDER BY next_at LIMIT :limit
+)
+RETURNING *
+
+-- name: notification_sent
+UPDATE outbox SET sent_at = :now, lease_until = NULL, error = NULL WHERE id = :id
+
+-- name: notification_failed
+UPDATE outbox SET next_at = :next_at, lease_until = NULL, error = :error, failed_at = :failed_at
+WHERE id = :id
+
+-- name: next_notification
+SELECT min(next_at) AS v FROM outbox INDEXED BY outbox_due
+WHERE sent_at IS NULL AND failed_at IS NULL
