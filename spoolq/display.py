@@ -8,7 +8,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -117,6 +117,7 @@ def render_status(
     running: Sequence[Job] = (),
     now: float = 0.0,
     waiting: Sequence[dict[str, Any]] = (),
+    progress: Mapping[str, str] | None = None,
 ) -> None:
     table = _table("lane", title="lanes")
     for col in ("concurrency", "running", "queued", "paused", "oldest waiting"):
@@ -134,7 +135,7 @@ def render_status(
     for home in waiting:
         print_text(f"{home['queued']} job(s) {home['waiting']}, at {home['path'] or '?'}")
     if running:
-        _render_running(running, now)
+        _render_running(running, now, progress or {})
     print_text("  ".join(f"{k} {v}" for k, v in states.items()))
     if not daemons:
         print_text("daemon: none running on this store")
@@ -145,9 +146,12 @@ def render_status(
         )
 
 
-def _render_running(running: Sequence[Job], now: float) -> None:
-    """The running jobs under their lane (the lane named once), longest-running first."""
+def _render_running(running: Sequence[Job], now: float, progress: Mapping[str, str]) -> None:
+    """The running jobs under their lane (the lane named once), longest-running first,
+    with their progress where they report it."""
     table = _table("lane", "job", "elapsed", "att", "trigger", "command", title="running")
+    if progress:
+        table.add_column("progress")
     ordered = sorted(running, key=lambda j: (j.lane, j.started_at or now))
     for i, j in enumerate(ordered):
         same_lane = i > 0 and ordered[i - 1].lane == j.lane
@@ -155,6 +159,7 @@ def _render_running(running: Sequence[Job], now: float) -> None:
         _row(
             table, "" if same_lane else j.lane, j.id, _elapsed(now - started), j.attempts,
             os.path.basename(j.trigger), summary(j, 50),
+            *([progress.get(j.id, "")] if progress else []),
         )  # fmt: skip
     _out().print(table)
 

@@ -15,6 +15,7 @@ from spoolq.display import print_json, render_job, render_jobs, render_status
 from spoolq.errors import SpoolqError, UsageError
 from spoolq.jobs import JobState
 from spoolq.procs import daemon_alive
+from spoolq.progress import Progress
 from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
 from spoolq.settings import Settings, complete_job, complete_lane
 from spoolq.store import Store
@@ -33,9 +34,15 @@ def status(s: Settings, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
+        progress = {
+            r["id"]: Progress.from_dict(r["progress"]).describe()
+            for r in data["running_jobs"]
+            if r["progress"]
+        }
         render_status(
-            data["lanes"], data["states"], data["daemons"], running, now, data["waiting_homes"]
-        )
+            data["lanes"], data["states"], data["daemons"], running, now, data["waiting_homes"],
+            progress,
+        )  # fmt: skip
 
 
 @click.command()

@@ -65,6 +65,12 @@ class Progress:
             "attempt": self.attempt,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Progress:
+        """Back from ``to_dict`` (for the words, from the JSON a command printed)."""
+        fields = ("done", "total", "unit", "message", "rate", "eta_s", "attempt")
+        return cls(**{k: d[k] for k in fields if d.get(k) is not None})
+
     def describe(self) -> str:
         """For people: ``42% (1234/5000 rows, 12.5 rows/s, ETA 5m)``."""
         parts = []

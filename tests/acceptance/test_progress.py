@@ -33,6 +33,8 @@ def test_a_job_reporting_progress_is_seen_advancing(env: Env) -> None:
     first = wait_until(lambda: _status_progress(env), 30, "a first reading in status --json")
     assert first["done"] == 10 and first["total"] == 100 and first["unit"] == "%"
     assert first["ratio"] == 0.1
+    table = env.cli("status", check=True).stdout
+    assert "progress" in table and "10%" in table  # the running table, for people
     gate1.touch()
     # Kept in the store at most every few seconds: wait for the next reading to arrive.
     later = wait_until(

@@ -125,6 +125,7 @@ def test_the_json_shape_and_the_words_for_people() -> None:
     assert P(42, 100, "%").describe() == "42%"
     assert P(7, None, "files").describe() == "7 files"
     assert P(7).to_dict()["ratio"] is None
+    assert Progress.from_dict(p.to_dict()).describe() == p.describe()
 
 
 def test_the_helper_writes_a_whole_line_and_is_a_no_op_outside_spoolq(
