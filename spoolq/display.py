@@ -8,12 +8,13 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from spoolq.jobs import Attempt, Job, JobState, iso
+from spoolq.progress import Progress
 from spoolq.triggers import SHELL
 
 if TYPE_CHECKING:
@@ -203,3 +204,32 @@ def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
                 "" if a.exit_code is None else a.exit_code, a.reason or "", a.host or "",
             )  # fmt: skip
         _out().print(table)
+
+
+def follow_progress(read: Callable[[], tuple[Job, Progress | None]], every: float = 1.0) -> None:
+    """``show -f``: a progress bar (elapsed time only for a job that reports nothing),
+    redrawn from the store every ``every`` seconds until the job ends; then its outcome."""
+    import time
+
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    job, reading = read()
+    bar = Bar(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[text]}"),
+        TimeElapsedColumn(), console=_out(), transient=False,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task(job.id, total=None, text="")
+        while not job.state.finished:
+            if reading is not None:
+                total = reading.total if reading.total else None
+                bar.update(task, completed=reading.done, total=total, text=reading.describe())
+            else:
+                bar.update(task, text=job.state.value)
+            time.sleep(every)
+            job, reading = read()
+        if reading is not None and reading.total:
+            bar.update(task, completed=reading.done, total=reading.total, text=reading.describe())
+    why = f": {job.reason}" if job.reason and job.state is not JobState.SUCCEEDED else ""
+    print_text(f"{job.id} {job.state.value}{why}")

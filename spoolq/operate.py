@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from spoolq.config import Config, parse_duration
-from spoolq.display import print_json, render_job, render_jobs, render_status
+from spoolq.display import follow_progress, print_json, render_job, render_jobs, render_status
 from spoolq.errors import SpoolqError, UsageError
-from spoolq.jobs import JobState
+from spoolq.jobs import Job, JobState
 from spoolq.procs import daemon_alive
 from spoolq.progress import Progress
 from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
@@ -69,20 +69,31 @@ def jobs(
 @click.command()
 @click.argument("job_ref", shell_complete=complete_job)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-f", "--follow", is_flag=True, help="Then a live progress bar until it ends.")
 @click.pass_obj
-def show(s: Settings, job_ref: str, as_json: bool) -> None:
+def show(s: Settings, job_ref: str, as_json: bool, follow: bool) -> None:
     """One job with its progress and every attempt (exit code, reason, duration, CPU, peak
     RSS)."""
+    if as_json and follow:
+        raise UsageError("--follow draws a progress bar for people: leave out --json")
     with s.store() as (_c, _s, store):
         job = store.get(job_ref)
         attempts = store.attempts(job.id)
         progress = store.progress_of([job.id]).get(job.id)
-    data = job_detail(job, attempts, progress)
-    if as_json:
-        print_json(data)
-    else:
+        data = job_detail(job, attempts, progress)
+        if as_json:
+            print_json(data)
+            return
         text = progress.describe() if progress and data["progress"] else None
         render_job({**data, "progress": text}, attempts)
+        if follow:
+
+            def read() -> tuple[Job, Progress | None]:
+                now = store.get(job.id)
+                found = store.progress_of([job.id]).get(job.id)
+                return now, found if found and found.attempt == now.attempts else None
+
+            follow_progress(read)
 
 
 @click.command()

@@ -6,10 +6,11 @@ leave the daemon healthy and its memory flat."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Env, wait_until
+from tests.conftest import SPOOLQ, Env, wait_until
 
 
 def _status_progress(env: Env) -> dict[str, Any] | None:
@@ -46,7 +47,23 @@ def test_a_job_reporting_progress_is_seen_advancing(env: Env) -> None:
     assert status is not None and status["done"] == 60
     human = env.cli("show", job, check=True).stdout
     assert "progress: 60%" in human
-    gate2.touch()
+    follow = subprocess.Popen(
+        [SPOOLQ, *env.base_args(), "show", "-f", job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env.env,
+    )
+    try:
+        wait_until(lambda: follow.poll() is None, 5)
+        gate2.touch()
+        out, err = follow.communicate(timeout=60)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert follow.returncode == 0, err
+    assert "60%" in out and out.rstrip().endswith(f"{job} succeeded")  # the bar, then the end
     d.wait_for("succeeded", job=job)
     assert env.job(job)["progress"]["done"] == 60  # the last reading stays with the job
     # A job that writes nothing shows no progress.
