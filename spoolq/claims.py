@@ -15,6 +15,7 @@ parsing) that ``spoolq check`` gives too. Leaves the state directory's layout to
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -37,8 +38,15 @@ def judge(dir_fd: int, name: str, policy: TrustPolicy, config: Config, spool_dir
     """Open ``name`` in ``dir_fd`` as the daemon does (never following a link, never
     blocking), check it against the trust policy and parse it. TriggerRejected with the
     reason; OSError if it cannot be read at all."""
+    return judged(dir_fd, name, policy, config, spool_dir)[0]
+
+
+def judged(
+    dir_fd: int, name: str, policy: TrustPolicy, config: Config, spool_dir: str
+) -> tuple[JobSpec, str]:
+    """``judge()``, and the trigger's text that was judged."""
     tf = read_trigger(dir_fd, name, policy)
-    return parse_trigger(tf.text, config, spool_dir=spool_dir)
+    return parse_trigger(tf.text, config, spool_dir=spool_dir), tf.text
 
 
 def new_job_id() -> str:
@@ -158,10 +166,12 @@ class Claimer:
 
     def _record(self, job_id: str, name: str, origin: Origin, base: str) -> NewJob:
         trigger, reason = text_path(os.path.join(origin.directory, base))
-        spec = None
+        spec, text = None, None
         try:
             if reason is None:
-                spec = judge(self._claimed_fd, name, self.policy, self.config, origin.directory)
+                spec, text = judged(
+                    self._claimed_fd, name, self.policy, self.config, origin.directory
+                )
         except TriggerRejected as exc:
             reason = exc.reason
         except FileNotFoundError:
@@ -170,6 +180,9 @@ class Claimer:
             reason = f"cannot read: {exc.strerror or exc}"
         d = self.config.defaults
         lane = (spec.lane if spec and spec.lane else None) or origin.spool.lane
+        lane_config = self.config.lanes.get(lane)
+        # An any-host lane: the content goes into the store, and the job has no home.
+        anywhere = spec is not None and lane_config is not None and lane_config.any_host
         return NewJob(
             id=job_id,
             lane=lane,
@@ -185,8 +198,31 @@ class Claimer:
             on_success=d.on_success,
             created_at=self.clock(),
             reason=reason,
-            home=self.home,
+            home="" if anywhere else self.home,
+            text=text if anywhere else None,
         )
+
+    # -- jobs of other state directories ------------------------------------------------------
+    def here(self, job: Job) -> Job:
+        """``job`` with its trigger in this directory's claimed/, under the name it was
+        claimed with: where a job claimed elsewhere (an any-host lane) runs from, and
+        where the claiming directory keeps its own copy."""
+        local = os.path.join(self._claimed_dir, os.path.basename(job.claimed_path))
+        if local == job.claimed_path:
+            return job
+        return dataclasses.replace(job, claimed_path=local, log=self.state.log_path(job.id))
+
+    def bring(self, job: Job, text: str | None) -> None:
+        """Write the trigger content of a job claimed elsewhere into claimed/ (SPOOLQ_TRIGGER
+        names it; its archive is written here when it ends)."""
+        if text is None:
+            return
+        path = os.path.join(self._claimed_dir, os.path.basename(job.claimed_path))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, text.encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
 
     # -- after the store has spoken ----------------------------------------------------------
     def place_rejected(self, job: Job) -> bool:

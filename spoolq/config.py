@@ -86,6 +86,9 @@ class SpoolConfig(_Model):
 
 class LaneConfig(_Model):
     concurrency: int = Field(default=1, ge=1, le=10_000)
+    # The trigger's content is kept in the store, and a daemon of any state directory on
+    # the store may run the lane's jobs (their inputs must be reachable from every host).
+    any_host: bool = False
 
 
 class Defaults(_Model):

@@ -216,6 +216,7 @@ class Daemon:
                 # An operator on another host may have cancelled or retried a job whose
                 # trigger lives here: put files where the states say, at the next beat.
                 self.ledger.needs_reconcile = True
+                self.fleet.peers = True  # (perhaps one that just joined: wake it, see beat)
             elif self.supervisor.owns(fd):
                 self.supervisor.exited(fd)
         self._handle_signals()
@@ -406,8 +407,7 @@ class Daemon:
             self.log.warn("rescan", why="event queue overflow or store recovery")
 
     def _control(self) -> None:
-        """Something changed in the store (another process): cancel requests, paused or
-        resumed lanes, retried jobs."""
+        """Another process changed the store: cancel requests, paused lanes, retried jobs."""
         for job in self.store.cancel_requests(self.id):
             if job.id in self.supervisor.running:
                 self.log.emit("cancelling", job=job.id, lane=job.lane)

@@ -44,7 +44,9 @@ class Fleet:
         self.id = f"{new_job_id()}@{self.host}"  # the host part: attempts record it
         self.stale_after = stale_after
         self.clock = clock
-        self.peers = False  # another live daemon shares the store
+        # Another live daemon shares the store: wake the others when slots free. Set by
+        # each rescue, and by any notification (a daemon that joins sends one).
+        self.peers = False
 
     def register(self, now: float) -> None:
         """Join the store as a daemon serving this state directory (its home)."""
@@ -56,6 +58,9 @@ class Fleet:
         adopted = self.store.adopt_home(info, self.state.legacy_home)
         if adopted:
             self.log.warn("home_adopted", home=home, old=self.state.legacy_home, jobs=adopted)
+        # Tell the daemons already there that we are: until their next rescue they would
+        # not wake us when their jobs free a lane's slots (``peers``).
+        self.store.notify(exclude=self.id)
 
     def unregister(self) -> None:
         self.store.unregister_daemon(self.id)

@@ -110,11 +110,23 @@ class Ledger:
         claimed: list[Job] = []
         try:
             for lane in sorted(lanes):
-                claimed += self.store.claim_batch(lane, owner, self.clock(), home)
+                claimed += map(self._here, self.store.claim_batch(lane, owner, self.clock(), home))
         except StoreUnavailable:
             self.dirty |= lanes  # ask again once the store is back
             raise
         return claimed
+
+    def _here(self, job: Job) -> Job:
+        """A job claimed in another state directory (an any-host lane) runs from this one:
+        its trigger content written into claimed/, its log in logs/, the store told."""
+        local = self.claimer.here(job)
+        if local is not job:
+            text = self.store.relocate(job.id, local.claimed_path, local.log)
+            try:
+                self.claimer.bring(local, text)
+            except OSError as exc:  # it runs all the same, from its spec
+                self.log.warn("trigger_not_written", job=job.id, error=str(exc))
+        return local
 
     # -- attempts ------------------------------------------------------------------------------
     def started(self, rj: RunningJob) -> None:
@@ -202,4 +214,5 @@ class Ledger:
             self.log.warn("orphans_recovered", count=len(revived))
             self.record(revived)
         for job_id in finished:
-            self.claimer.archive(self.store.get(job_id))
+            # (Under its name here: an any-host job may have run, and ended, elsewhere.)
+            self.claimer.archive(self.claimer.here(self.store.get(job_id)))

@@ -215,6 +215,11 @@ class Store(abc.ABC):
         """The trigger's content, if the store keeps it (any-host lanes)."""
 
     @abc.abstractmethod
+    def relocate(self, job_id: str, claimed_path: str, log: str) -> str | None:
+        """A job claimed in another state directory runs in this one: record where its
+        trigger and log are now; its trigger content, if the store keeps it."""
+
+    @abc.abstractmethod
     def release_home(self, job_id: str) -> Job | None:
         """Let any daemon run ``job_id`` (its trigger content is in the store); None if the
         store does not hold its content."""

@@ -91,6 +91,11 @@ class FleetVerbs(abc.ABC):
             row = tx.one("trigger_text", job_id=job_id)
         return None if row is None else str(row["text"])
 
+    def relocate(self, job_id: str, claimed_path: str, log: str) -> str | None:
+        with self._tx() as tx:
+            row = tx.one("relocate", id=job_id, claimed_path=claimed_path, log=log)
+        return None if row is None or row["text"] is None else str(row["text"])
+
     def release_home(self, job_id: str) -> Job | None:
         with self._tx() as tx:
             row = tx.one("release_home", id=job_id)

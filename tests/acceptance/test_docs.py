@@ -188,7 +188,8 @@ def test_operator_command_blocks_run_against_a_daemon(env: Env, doc: str, index:
     """Each line of the doc's operator block, with JOB filled in, exits 0."""
     block = _blocks(ROOT / doc, "sh")[index]
     assert "spoolq status" in block
-    env.write_config("[lanes.warehouse]\nconcurrency = 1\n")
+    # (A lane must be named by the config or a job before it can be paused.)
+    env.write_config("[lanes.warehouse]\nconcurrency = 1\n[lanes.held]\n")
     d = env.start()
     env.publish("echo some output; exit 3\n", "bad.trigger")
     failed = d.wait_for("failed")[0]["job"]
@@ -222,6 +223,10 @@ def test_operator_command_blocks_run_against_a_daemon(env: Env, doc: str, index:
             assert again["attempt"] == 2
         elif verb == "cancel":
             assert env.job(queued)["state"] == "cancelled"
+        elif verb == "lane":
+            status = json.loads(env.cli("status", "--json", check=True).stdout)
+            lane = next(lane for lane in status["lanes"] if lane["name"] == target)
+            assert (lane["concurrency"], lane["overridden"]) == (int(args[-1]), True), status
         elif verb in ("pause", "resume"):
             status = json.loads(env.cli("status", "--json", check=True).stdout)
             lane = next(lane for lane in status["lanes"] if lane["name"] == target)

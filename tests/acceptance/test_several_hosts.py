@@ -119,3 +119,74 @@ def test_a_peer_sharing_the_state_directory_runs_a_dead_hosts_job(
         assert not list((env.state / "claimed").iterdir())
     finally:
         env.close()
+
+
+def test_an_any_host_lane_runs_a_dead_hosts_queued_and_interrupted_jobs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Separate state directories; an any-host lane. The survivor runs what the dead host
+    claimed; a job of an ordinary lane waits for its home, and says so."""
+    config = (
+        f'store = "{pg_url}"\n{FAST}'
+        "[lanes.shared]\nconcurrency = 1\nany_host = true\n[lanes.own]\nconcurrency = 1\n"
+    )
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
+    a.write_config(config)
+    b.write_config(config)
+    ledger, release = tmp_path / "ledger", tmp_path / "release"
+    try:
+        da = on_host(a, "hosta")
+        assert a.cli("pause", "own").returncode == 0
+        a.publish('{"lane": "own", "argv": ["true"]}', "own.trigger")
+        long = {
+            "lane": "shared",
+            "command": f"echo long $SPOOLQ_ATTEMPT >> {ledger}; "
+            f"while [ ! -e {release} ]; do sleep 0.05; done",
+        }
+        a.publish(json.dumps(long), "long.trigger")
+        job_id = da.wait_for("started", lane="shared")[0]["job"]
+        for i in range(3):  # queued behind it (concurrency 1), claimed by host a
+            a.publish(
+                json.dumps(
+                    {
+                        "lane": "shared",
+                        "command": f'test -f "$SPOOLQ_TRIGGER" && echo short {i} >> {ledger}',
+                    }
+                ),
+                f"short{i}.trigger",
+            )
+        da.wait_for("queued", count=5)
+        db = on_host(b, "hostb")
+        host_dies(da, job_id)
+
+        db.wait_for("started", job=job_id, attempt=2, timeout=60)
+        release.touch()
+        db.wait_for("succeeded", count=4, timeout=60)
+        job = b.job(job_id)
+        assert [(t["host"], t["reason"]) for t in job["attempt_history"]] == [
+            ("hosta", "interrupted"),
+            ("hostb", None),
+        ]
+        assert job["log"].startswith(str(b.state))  # it ran here: its log is here
+        lines = sorted(ledger.read_text().splitlines())
+        assert lines == ["long 1", "long 2", "short 0", "short 1", "short 2"]
+        # Archived where they ran.
+        wait_until(lambda: len(list((b.state / "done").iterdir())) == 4, what="b's archive")
+        assert not list((b.state / "claimed").iterdir())
+
+        # The ordinary lane's job waits for its home, and says so.
+        assert b.cli("resume", "own").returncode == 0
+        (own,) = [j for j in b.jobs() if j["lane"] == "own"]
+        assert own["state"] == "queued"
+        assert own["waiting"].startswith(f"waiting for home {own['home']} (last daemon seen ")
+        assert own["waiting"].endswith(" on hosta)")
+        (home,) = json.loads(b.cli("status", "--json", check=True).stdout)["waiting_homes"]
+        assert (home["home"], home["queued"], home["path"]) == (own["home"], 1, str(a.state))
+        assert "1 job(s) waiting for home" in b.cli("status", check=True).stdout
+        res = b.cli("retry", "--any-host", own["id"])
+        assert res.returncode == 1 and "not in the store" in res.stderr
+    finally:
+        a.close()
+        b.close()

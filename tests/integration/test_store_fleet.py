@@ -148,3 +148,13 @@ def test_prune_of_one_home_reports_what_it_leaves_to_the_others(store: Store) ->
     assert store.prunable_elsewhere(T0 + DAY, "home-1") == {"home-2": 2}
     assert len(store.prune(T0 + DAY)) == 2
     assert store.prunable_elsewhere(T0 + DAY, "home-1") == {}
+
+
+def test_a_job_run_in_another_state_directory_is_relocated_there(store: Store) -> None:
+    with_text = dataclasses.replace(new_job(home=""), text="true\n")
+    (job,) = store.enqueue([with_text], dedup_window=WINDOW, now=T0)
+    assert store.relocate(job.id, "/b/claimed/x.trigger", "/b/logs/x.log") == "true\n"
+    moved = store.get(job.id)
+    assert (moved.claimed_path, moved.log) == ("/b/claimed/x.trigger", "/b/logs/x.log")
+    plain = enqueue1(store)
+    assert store.relocate(plain.id, "/b/claimed/y", "/b/logs/y.log") is None

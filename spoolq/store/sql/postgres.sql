@@ -317,6 +317,11 @@ ON CONFLICT (job_id) DO NOTHING
 -- name: trigger_text
 SELECT text FROM spoolq_trigger_texts WHERE job_id = %(job_id)s
 
+-- name: relocate
+-- A job claimed in another state directory runs here: its trigger and log are here now.
+UPDATE spoolq_jobs SET claimed_path = %(claimed_path)s, log = %(log)s WHERE id = %(id)s
+RETURNING (SELECT text FROM spoolq_trigger_texts WHERE job_id = %(id)s) AS text
+
 -- name: release_home
 -- An operator lets any daemon run a job whose trigger content is in the store.
 UPDATE spoolq_jobs SET home = ''

@@ -321,6 +321,11 @@ ON CONFLICT (job_id) DO NOTHING
 -- name: trigger_text
 SELECT text FROM trigger_texts WHERE job_id = :job_id
 
+-- name: relocate
+-- A job claimed in another state directory runs here: its trigger and log are here now.
+UPDATE jobs SET claimed_path = :claimed_path, log = :log WHERE id = :id
+RETURNING (SELECT text FROM trigger_texts WHERE job_id = :id) AS text
+
 -- name: release_home
 -- An operator lets any daemon run a job whose trigger content is in the store.
 UPDATE jobs SET home = ''
