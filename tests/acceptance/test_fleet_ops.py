@@ -4,7 +4,10 @@ the log of a job that ran elsewhere, and see which host ran each attempt."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +157,37 @@ def test_logs_of_a_job_that_ran_elsewhere_show_the_stored_tail(tmp_path: Path, p
     finally:
         a.close()
         ops.close()
+
+
+def test_jobs_of_a_state_directory_from_before_identities_are_adopted(env: Env) -> None:
+    """A store written before state directories had an identity names a job's home
+    host:path. The first daemon started there adopts those jobs, and runs them."""
+    env.write_config("[lanes.held]\nconcurrency = 1\n")
+    d = env.start()
+    env.cli("pause", "held", check=True)
+    env.publish('{"lane": "held", "argv": ["true"]}', "old.trigger")
+    job_id = d.wait_for("queued")[0]["job"]
+    d.stop()
+    (env.state / "home.id").unlink()  # as the older release left the directory
+    old = f"{socket.gethostname()}:{env.state}"
+    with contextlib.closing(sqlite3.connect(env.state / "spoolq.db")) as db, db:
+        db.execute("UPDATE jobs SET home = ?", (old,))
+
+    d = env.start()
+    (adopted,) = d.wait_for("home_adopted")
+    assert (adopted["old"], adopted["jobs"]) == (old, 1)
+    assert adopted["home"] == (env.state / "home.id").read_text().strip()
+    env.cli("resume", "held", check=True)
+    d.wait_for("succeeded", job=job_id)
+    assert env.job(job_id)["home"] == adopted["home"]
+
+
+def test_a_state_directorys_identity_is_made_once_and_kept(env: Env) -> None:
+    d = env.start()
+    home = (env.state / "home.id").read_text().strip()
+    assert home.startswith("home-")
+    d.stop()
+    env.start()
+    assert (env.state / "home.id").read_text().strip() == home
+    (daemon,) = json.loads(env.cli("status", "--json", check=True).stdout)["daemons"]
+    assert daemon["home"] == home
