@@ -146,7 +146,7 @@ class Ledger:
         assert rj.result is not None
         self.dirty.add(rj.job.lane)
         # The end of its log, for hosts that cannot read the file (kept if the job ends).
-        found = read_tail(rj.job.log)
+        found = read_tail(rj.job.log) if self.store.several_hosts else None
         return self.store.end_attempt(
             rj.job,
             rj.result,

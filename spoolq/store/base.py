@@ -40,6 +40,9 @@ class Store(abc.ABC):
     """A durable home for jobs. Implementations: SQLite (one host), PostgreSQL (many)."""
 
     name: str
+    # Shared by daemons on several hosts: it keeps what one host has and the others need
+    # (the tail of a finished job's log). An embedded store is one host's: its logs are here.
+    several_hosts = False
 
     # -- lifecycle -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -93,6 +93,7 @@ class _PgTx:
 
 class PostgresStore(SqlStore):
     name = "postgresql"
+    several_hosts = True
 
     def __init__(self, url: str) -> None:
         self.url = url
