@@ -321,3 +321,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def next_notification(self) -> float | None:
         """When the earliest unsent notification is due."""
+
+    @abc.abstractmethod
+    def notification_backlog(self) -> dict[str, tuple[int, int]]:
+        """Per target: unsent notifications, and how many of them failed at least once."""

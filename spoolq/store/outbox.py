@@ -77,3 +77,8 @@ class OutboxVerbs:
         with self._read() as tx:
             row = tx.one("next_notification")
         return float(row["v"]) if row and row["v"] is not None else None
+
+    def notification_backlog(self) -> dict[str, tuple[int, int]]:
+        with self._read() as tx:
+            rows = tx.all("notification_backlog")
+        return {r["target"]: (int(r["pending"]), int(r["failing"])) for r in rows}

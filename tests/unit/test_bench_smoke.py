@@ -209,3 +209,12 @@ def test_the_durable_watch_claims_records_and_logs_a_trigger_before_its_job(
     assert rows == [("running", str(claimed), text.decode(), rows[0][3])]
     assert attempts == (1,)
     assert Path(rows[0][3]).read_bytes() == durable.HEADER
+
+
+def test_the_wait_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.wait`` (the figure docs/performance.md cites) still runs."""
+    from bench import wait
+
+    assert wait.main(["--jobs", "3", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "from the last job's end to the waiter's exit" in out

@@ -382,3 +382,9 @@ WHERE id = %(id)s
 
 -- name: next_notification
 SELECT min(next_at) AS v FROM spoolq_outbox WHERE sent_at IS NULL AND failed_at IS NULL
+
+-- name: notification_backlog
+-- Unsent notifications per target, and how many of them failed at least once.
+SELECT target, count(*) AS pending, count(error) AS failing FROM spoolq_outbox
+WHERE sent_at IS NULL AND failed_at IS NULL
+GROUP BY target
