@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from spoolq.config import LANE_NAME
 from spoolq.errors import JobNotFound, SpoolqError
 from spoolq.jobs import Job, JobState
-from spoolq.serialize import job_detail, job_list, status_dict
+from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
 from spoolq.statedir import StateDir
 from spoolq.store import Store
 from spoolq.web.auth import presented, valid
@@ -81,20 +81,22 @@ def get_jobs(
         Query(pattern=r"^[0-9A-Za-z]{26}$", description="Jobs older than this job id (paging)"),
     ] = None,
 ) -> list[dict[str, Any]]:
+    def read(store: Store) -> list[dict[str, Any]]:
+        found = store.list_jobs_page(state=state, lane=lane, limit=limit, before=before)
+        return job_list(found, waiting_for(store, ctx.config, time.time(), found))
+
     try:
-        found = ctx.call(
-            lambda s: s.list_jobs_page(state=state, lane=lane, limit=limit, before=before)
-        )
+        return ctx.call(read)
     except JobNotFound:
         raise HTTPException(404, f"before={before}: no job {before!r} in this store") from None
-    return job_list(found)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetailOut, summary="One job and its attempts")
 def get_job(ctx: Ctx, job_id: JobId) -> dict[str, Any]:
     job = find_job(ctx, job_id)
     attempts = ctx.call(lambda s: s.attempts(job.id))
-    return job_detail(job, attempts)
+    progress = ctx.call(lambda s: s.progress_of([job.id])).get(job.id)
+    return job_detail(job, attempts, progress)
 
 
 def _mutate(ctx: WebContext, action: Any) -> Any:

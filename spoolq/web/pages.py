@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from spoolq.config import LANE_NAME
 from spoolq.display import summary
 from spoolq.errors import JobNotFound
-from spoolq.jobs import JobState, iso
+from spoolq.jobs import Job, JobState, iso
 from spoolq.serialize import status_dict
 from spoolq.web.auth import COOKIE, presented, valid
 from spoolq.web.context import WebContext
@@ -163,7 +163,7 @@ def _overview(ctx: WebContext, state: str | None, lane: str | None) -> dict[str,
         return {
             "status": status_dict(store, ctx.config, None, running[::-1]),
             "running": running,
-            "progress": store.progress_of([j.id for j in running]) if running else {},
+            "progress": _current(running, store.progress_of([j.id for j in running])),
             "recent": store.list_jobs_page(state=st, lane=ln, limit=RECENT),
         }
 
@@ -192,6 +192,15 @@ def overview(
     return _render("overview.html", **_overview(ctx, state, lane))
 
 
+def _current(jobs: list[Job], readings: dict[str, Any]) -> dict[str, Any]:
+    """The readings of the jobs' running attempts (an earlier attempt's is not theirs)."""
+    return {
+        j.id: r
+        for j in jobs
+        if j.state is JobState.RUNNING and (r := readings.get(j.id)) and r.attempt == j.attempts
+    }
+
+
 def _job_data(ctx: WebContext, job_id: str) -> dict[str, Any]:
     if not job_id.isalnum() or len(job_id) > 26:
         raise HTTPException(404, f"no job {job_id!r}")
@@ -200,7 +209,7 @@ def _job_data(ctx: WebContext, job_id: str) -> dict[str, Any]:
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     attempts = ctx.call(lambda s: s.attempts(job.id))
-    progress = ctx.call(lambda s: s.progress_of([job.id])) if not job.state.finished else {}
+    progress = _current([job], ctx.call(lambda s: s.progress_of([job.id])))
     return {"job": job, "attempts": attempts, "now": time.time(), "progress": progress}
 
 

@@ -131,7 +131,7 @@ def test_a_running_jobs_progress_shows_in_metrics_and_on_the_page(env: Env) -> N
         job = d.wait_for("started")[0]["job"]
         store = open_store("sqlite", env.state)
         try:  # a reading as the daemon keeps it for a job that reports one
-            reading = Progress(done=1234, total=5000, unit="rows", updated_at=time.time())
+            reading = Progress(1234, 5000, "rows", updated_at=time.time(), attempt=1)
             store.save_progress({job: reading})
         finally:
             store.close()
@@ -140,6 +140,9 @@ def test_a_running_jobs_progress_shows_in_metrics_and_on_the_page(env: Env) -> N
         page = web.get("/ui/overview").text
         assert "1234/5000 rows" in page and "<progress" in page
         assert "1234/5000 rows" in web.get(f"/ui/jobs/{job}").text
+        assert web.json(f"/api/jobs/{job}")["progress"]["ratio"] == 0.2468
+        # the API's job is the CLI's, progress and all (once the daemon noted the pid)
+        wait_until(lambda: web.json(f"/api/jobs/{job}") == env.job(job), 10, "API == show")
         gate.touch()
         d.wait_for("succeeded", job=job)
         m = scrape(web)
