@@ -312,11 +312,11 @@ class Claimer:
     # -- crash repair ------------------------------------------------------------------------
     def orphans(
         self, known: Callable[[list[str]], dict[str, JobState]], min_age: float
-    ) -> tuple[list[NewJob], list[str]]:
+    ) -> tuple[list[NewJob], list[str], int]:
         """Claimed files without a job row (crash between rename and commit) become jobs
         again; ids of claimed files whose job already finished are returned for archiving.
         ``min_age`` skips claims younger than that many seconds (another live daemon on the
-        same state directory may be about to commit them)."""
+        same state directory may be about to commit them): how many, the third value."""
         entries: dict[str, tuple[str, str, str]] = {}
         for name in os.listdir(self.state.claimed):
             parts = split_claim_name(name)
@@ -327,11 +327,13 @@ class Claimer:
         states = known(list(entries))
         revived: list[NewJob] = []
         finished: list[str] = []
+        young = 0
         now_ms = int(self.clock() * 1000)
         for job_id, (name, tag, base) in entries.items():
             state = states.get(job_id)
             if state is None:
                 if now_ms - ULID.from_str(job_id).milliseconds < min_age * 1000:
+                    young += 1
                     continue
                 origin = self._origins.get(tag)
                 if origin is None:
@@ -344,4 +346,4 @@ class Claimer:
                 revived.append(self._record(job_id, name, origin, base))
             elif state.finished:
                 finished.append(job_id)
-        return revived, finished
+        return revived, finished, young

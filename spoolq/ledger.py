@@ -208,8 +208,10 @@ class Ledger:
     def reconcile(self, min_age: float) -> None:
         """claimed/ against the store: revive claims without a row, archive the triggers
         of finished jobs that a crash or a failed move left behind."""
-        self.needs_reconcile = False
-        revived, finished = self.claimer.orphans(self.store.known_ids, min_age=min_age)
+        revived, finished, young = self.claimer.orphans(self.store.known_ids, min_age=min_age)
+        # A claim too young to judge (a peer may be about to record it, or may have died
+        # doing so): look again at the next heartbeat, even if nothing else happens.
+        self.needs_reconcile = young > 0
         if revived:
             self.log.warn("orphans_recovered", count=len(revived))
             self.record(revived)

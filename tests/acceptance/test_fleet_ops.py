@@ -191,3 +191,29 @@ def test_a_state_directorys_identity_is_made_once_and_kept(env: Env) -> None:
     assert (env.state / "home.id").read_text().strip() == home
     (daemon,) = json.loads(env.cli("status", "--json", check=True).stdout)["daemons"]
     assert daemon["home"] == home
+
+
+def test_a_claim_a_dead_peer_left_unrecorded_is_recovered_while_the_fleet_is_idle(
+    env: Env,
+) -> None:
+    """Two daemons serve one state directory. A peer that died between its claim (the
+    rename into claimed/) and recording it leaves a file no row names. It is too young to
+    judge at first (the peer might have been about to record it); it becomes a job once
+    old enough, though nothing else happens in the meantime."""
+    from spoolq.claims import claim_name, new_job_id
+
+    env.write_config('heartbeat_interval = "0.3s"\nstale_after = "2s"\n')
+    first, second = env.start(), env.start()
+    second.wait_for("ready")
+    name = claim_name(new_job_id(), str(env.spool), "left.trigger")
+    path = env.state / "claimed" / name
+    path.write_text('{"argv": ["true"]}')
+    path.chmod(0o644)
+    wait_until(
+        lambda: first.find("orphans_recovered") or second.find("orphans_recovered"),
+        60,
+        "the unrecorded claim to become a job",
+    )
+    (job,) = env.jobs()
+    assert job["trigger"] == str(env.spool / "left.trigger")
+    wait_until(lambda: env.job(job["id"])["state"] == "succeeded", 30, "it to run")

@@ -6,16 +6,21 @@ whole fleet, and are told what ``prune`` leaves to other state directories."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
+import random
 import shutil
 import signal
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from spoolq.procs import job_process_groups, killpg
+from spoolq.procs import group_alive, job_process_groups, killpg
 from tests.conftest import (
     POSTGRES_URL,
     DaemonProcess,
@@ -190,3 +195,112 @@ def test_an_any_host_lane_runs_a_dead_hosts_queued_and_interrupted_jobs(
     finally:
         a.close()
         b.close()
+
+
+def children(pid: int) -> set[int]:
+    """Process groups of ``pid``'s children (a daemon's running jobs)."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid:
+            groups.add(int(fields[2]))
+    return groups
+
+
+@pytest.mark.slow
+def test_hosts_sharing_a_state_directory_die_and_return_and_nothing_is_lost_or_doubled(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Producers publish while hosts die (their daemon and its jobs killed) and come back.
+    Afterwards every trigger has exactly one job, all succeeded, only interrupted attempts
+    ran again, and the concurrency-1 lane never ran two jobs at once (by the jobs' own
+    start and end stamps)."""
+    env = Env(tmp_path)
+    env.write_config(
+        f'store = "{pg_url}"\n{FAST}[lanes.one]\nconcurrency = 1\n[lanes.default]\n'
+        "concurrency = 2\n"
+    )
+    ledger = tmp_path / "ledger"
+    rng = random.Random(17)
+    hosts = ["hosta", "hostb"]
+    names = [f"t{i:03d}.trigger" for i in range(45)]
+    step = (
+        f'echo "start $SPOOLQ_JOB_ID $SPOOLQ_LANE $(date +%s%N)" >> {ledger}; sleep 0.{{ms}}; '
+        f'echo "end $SPOOLQ_JOB_ID $SPOOLQ_LANE $(date +%s%N)" >> {ledger}'
+    )
+    deaths: list[int] = []  # when each host's jobs were gone (ns)
+    try:
+        daemons = {h: on_host(env, h) for h in hosts}
+
+        def produce() -> None:
+            for i, name in enumerate(names):
+                lane = "one" if i % 3 == 0 else "default"
+                cmd = step.replace("{ms}", f"{rng.randrange(5, 30):02d}")
+                env.publish(json.dumps({"lane": lane, "command": cmd}), name)
+                time.sleep(0.08)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        for _ in range(3):
+            time.sleep(1.0)
+            host = rng.choice(hosts)
+            d = daemons[host]
+            groups = children(d.proc.pid)
+            d.kill()
+            for g in groups:
+                killpg(g, signal.SIGKILL)
+            wait_until(
+                lambda gs=groups: not any(map(group_alive, gs)),  # type: ignore[misc]
+                what="the dead host's jobs",
+            )
+            deaths.append(time.time_ns())
+            daemons[host] = on_host(env, host)
+        producer.join()
+
+        def all_done() -> list[dict[str, object]] | None:
+            jobs = env.jobs()
+            done = len(jobs) == len(names) and all(j["state"] == "succeeded" for j in jobs)
+            return jobs if done else None
+
+        try:
+            jobs = wait_until(all_done, 60, "every trigger's job to succeed")
+        except AssertionError:
+            left = [(j["id"], j["state"], j["attempts"], j["reason"]) for j in env.jobs()]
+            logs = [line for d in daemons.values() for line in d.lines[-15:]]
+            raise AssertionError(
+                f"{[x for x in left if x[1] != 'succeeded']}\n" + "\n".join(logs)
+            ) from None
+    finally:
+        env.close()
+
+    assert sorted(Path(str(j["trigger"])).name for j in jobs) == names  # one job each
+    reruns = sum(int(str(j["attempts"])) - 1 for j in jobs)
+    assert reruns <= 3 * len(deaths)  # at most what a dead host was running (1 + 2)
+    events = [line.split() for line in ledger.read_text().splitlines()]
+    ends = collections.Counter(e[1] for e in events if e[0] == "end")
+    assert set(ends) == {str(j["id"]) for j in jobs}  # every job's command ran to its end
+    for j in jobs:  # more than once only if its daemon died before recording the outcome
+        assert ends[str(j["id"])] <= int(str(j["attempts"])), j
+    # The concurrency-1 lane: an attempt runs from its start to its end, or to the death
+    # of its host; the next one starts after that.
+    spans: list[tuple[int, int]] = []
+    open_: dict[str, int] = {}
+    for kind, job_id, lane, ns in events:
+        if lane != "one":
+            continue
+        if kind == "start":
+            if job_id in open_:  # its previous attempt died with its host
+                start = open_[job_id]
+                spans.append((start, min(d for d in deaths if d >= start)))
+            open_[job_id] = int(ns)
+        else:
+            spans.append((open_.pop(job_id), int(ns)))
+    spans.sort()
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two jobs of the concurrency-1 lane ran at once"
