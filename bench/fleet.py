@@ -5,7 +5,8 @@ its own (dropped afterwards), each daemon with a spool and state directory of it
 renames N triggers of a near-``true`` job (it stamps its start) into the spools at once,
 round robin. Two shapes of work: one lane of concurrency 3, and three lanes of concurrency
 1. Reported: jobs/s from the first rename to the last job's start (its own stamp), and to
-the last job's finish (the store's ``finished_at``), medians of the runs.
+the last job's finish (the store's ``finished_at``), and the daemons' CPU per job,
+medians of the runs.
 
 The lane limits hold across the fleet, so more daemons add claimers and runners, not slots:
 on this 2-core machine the daemons, the server and the jobs share two cores. Not part of
@@ -28,6 +29,7 @@ from bench.common import (
     Publisher,
     Stamp,
     build_stamp,
+    cpu_sample,
     progress,
     read_stamps,
     scratch,
@@ -77,6 +79,7 @@ def fleet_burst(
             for k in range(n)
         ]
         time.sleep(0.5)
+        before = [cpu_sample(d.pid) for d in fleet]
         t0 = time.time_ns()
         for pair in pairs:
             os.rename(*pair)
@@ -89,10 +92,13 @@ def fleet_burst(
 
         wait_for(started, 120 + n / 20, f"{n} jobs to start")
         done = wait_for(lambda: (f := finished(store_url))[0] >= n and f, 120, "jobs to finish")
+        cpu = sum(cpu_sample(d.pid).cpu_s(b) for d, b in zip(fleet, before, strict=True))
         last_start = max(read_stamps(stamps))
     return {
         "jobs_per_s_started": n / ((last_start - t0) / 1e9),
         "jobs_per_s_finished": n / (done[1] - t0 / 1e9),
+        # The daemons' own CPU (all of them) per job: where a core's time goes on our side.
+        "daemon_cpu_ms_per_job": cpu / n * 1000,
     }
 
 
