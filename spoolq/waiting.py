@@ -93,6 +93,8 @@ def wait_for(
                 listener.drain()
             else:
                 time.sleep(pause)
+                if listener is not None:
+                    listener.drain()  # a listener whose connection dropped connects again
     finally:
         if listener is not None:
             listener.close()

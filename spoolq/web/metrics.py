@@ -5,8 +5,8 @@ lane limits and pauses, the oldest queued job's age, live daemons, and the total
 finished jobs and rejected triggers, which the store keeps in the transaction that changes
 a job (so they never go backwards: not on a restart, not on ``prune``, and they are the
 fleet's on PostgreSQL). And, inside a daemon only, what that daemon saw
-(``DaemonMetrics``): how long its jobs ran and waited, and its rescans, observed from its
-event log. ``spoolq web`` has no daemon, so no histograms.
+(``DaemonMetrics``): how long its jobs ran and waited, its rescans and its failed
+notifications, observed from its event log. ``spoolq web`` has no daemon, so no histograms.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ class StoreCollector(Collector):
                 store.daemons(),
                 running,
                 store.progress_of([j.id for j in running]) if running else {},
+                store.notification_backlog(),
             )
 
-        lanes, finished, rejected, daemons, running, progress = self.ctx.call(read)
+        lanes, finished, rejected, daemons, running, progress, backlog = self.ctx.call(read)
         now = time.time()
         jobs = GaugeMetricFamily("spoolq_jobs", "Jobs queued or running", labels=["lane", "state"])
         conc = GaugeMetricFamily("spoolq_lane_concurrency", "Lane limit", labels=["lane"])
@@ -100,6 +101,21 @@ class StoreCollector(Collector):
                 ratio.add_metric([job.lane, job.id], reading.ratio)
         yield ratio
 
+        pending = GaugeMetricFamily(
+            "spoolq_notifications_pending",
+            "Notifications recorded and not yet delivered, per [[notify]] target",
+            labels=["target"],
+        )
+        failing = GaugeMetricFamily(
+            "spoolq_notifications_failing",
+            "Undelivered notifications that failed at least once (being retried)",
+            labels=["target"],
+        )
+        for target, (n_pending, n_failing) in sorted(backlog.items()):
+            pending.add_metric([target], n_pending)
+            failing.add_metric([target], n_failing)
+        yield from (pending, failing)
+
 
 class DaemonMetrics:
     """What one daemon observes of its own jobs, fed by its event log."""
@@ -125,6 +141,12 @@ class DaemonMetrics:
             ["cause"],
             registry=registry,
         )
+        self.notify_failures = PromCounter(
+            "spoolq_notify_failures",
+            "Failed deliveries of notifications by this daemon (each retry counts)",
+            ["target"],
+            registry=registry,
+        )
 
     def observe(self, event: str, fields: dict[str, Any]) -> None:
         """An ``EventLog`` observer: runs in the daemon's loop, so it only counts."""
@@ -136,6 +158,8 @@ class DaemonMetrics:
                 self.wait.labels(str(fields["lane"])).observe(max(0.0, time.time() - claimed))
             elif event == "ready":
                 self.rescans.labels("start").inc()
+            elif event == "notify_failed":
+                self.notify_failures.labels(str(fields["target"])).inc()
             elif event == "rescan":
                 why = str(fields.get("why", ""))
                 self.rescans.labels("overflow" if "overflow" in why else "other").inc()

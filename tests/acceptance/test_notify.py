@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.webtools import start_http
 from tests.conftest import Env, process_running, wait_until
 
 
@@ -132,14 +133,21 @@ def test_a_failing_receiver_gets_the_notification_once_it_answers(env: Env) -> N
         env.write_config(
             f'[[notify]]\non = ["failed"]\nurl = "{receiver.url}/x"\nretry_backoff = "100ms"\n'
         )
-        d = env.start()
-        env.publish(json.dumps({"command": "exit 1"}))
-        d.wait_for("notified", timeout=60)
-        failures = d.find("notify_failed")
-        assert [f["attempt"] for f in failures] == [1, 2, 3]
-        assert all("HTTP 500" in f["error"] for f in failures)
-        bodies = receiver.bodies()
-        assert len(bodies) == 4 and len({b["id"] for b in bodies}) == 1  # one notification
+        d, web = start_http(env)
+        try:
+            env.publish(json.dumps({"command": "exit 1"}))
+            d.wait_for("notified", timeout=60)
+            failures = d.find("notify_failed")
+            assert [f["attempt"] for f in failures] == [1, 2, 3]
+            assert all("HTTP 500" in f["error"] for f in failures)
+            bodies = receiver.bodies()
+            assert len(bodies) == 4 and len({b["id"] for b in bodies}) == 1  # one notification
+            # The failures show in /metrics; nothing is left to send.
+            metrics = web.anon.get("/metrics").text
+            assert 'spoolq_notify_failures_total{target="notify[1]"} 3.0' in metrics
+            assert "spoolq_notifications_pending{" not in metrics
+        finally:
+            web.close()
     finally:
         receiver.close()
 
