@@ -60,8 +60,9 @@ def jobs(
             state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
         )
         waiting = waiting_for(store, config, time.time(), found)
+        ran = store.last_attempts([j.id for j in found]) if as_json else {}
     if as_json:
-        print_json(job_list(found, waiting))
+        print_json(job_list(found, waiting, ran))
     else:
         render_jobs(found, waiting)
 

@@ -80,11 +80,24 @@ def waiting_for(store: Store, config: Config, now: float, jobs: list[Job]) -> di
     return {j.id: homes[j.home] for j in jobs if j.state is JobState.QUEUED and j.home in homes}
 
 
-def job_list(jobs: list[Job], waiting: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def job_list(
+    jobs: list[Job],
+    waiting: dict[str, str] | None = None,
+    ran: dict[str, tuple[str | None, str]] | None = None,
+) -> list[dict[str, Any]]:
     """``spoolq jobs --json``; ``waiting`` (from ``waiting_for``) marks the jobs that wait
-    for a home no live daemon serves."""
-    waiting = waiting or {}
-    return [{**j.to_dict(), "waiting": waiting.get(j.id)} for j in jobs]
+    for a home no live daemon serves, ``ran`` (``Store.last_attempts``) says on which host
+    and by which daemon each job last ran."""
+    waiting, ran = waiting or {}, ran or {}
+    return [
+        {
+            **j.to_dict(),
+            "waiting": waiting.get(j.id),
+            "host": ran[j.id][0] if j.id in ran else None,
+            "daemon": ran[j.id][1] if j.id in ran else None,
+        }
+        for j in jobs
+    ]
 
 
 def job_detail(

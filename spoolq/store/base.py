@@ -218,6 +218,11 @@ class Store(abc.ABC):
         """The trigger's content, if the store keeps it (any-host lanes)."""
 
     @abc.abstractmethod
+    def last_attempts(self, job_ids: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+        """Per job of ``job_ids`` that has run: the host and daemon of its latest attempt
+        (the host is None for an attempt recorded before hosts were)."""
+
+    @abc.abstractmethod
     def relocate(self, job_id: str, claimed_path: str, log: str) -> str | None:
         """A job claimed in another state directory runs in this one: record where its
         trigger and log are now; its trigger content, if the store keeps it."""

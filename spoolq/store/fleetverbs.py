@@ -91,6 +91,14 @@ class FleetVerbs(abc.ABC):
             row = tx.one("trigger_text", job_id=job_id)
         return None if row is None else str(row["text"])
 
+    def last_attempts(self, job_ids: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+        found = {}
+        with self._read() as tx:
+            for i in range(0, len(job_ids), 5000):
+                for r in tx.all("last_attempts", ids=self._ids(job_ids[i : i + 5000])):
+                    found[r["job_id"]] = (r["host"], r["owner"])
+        return found
+
     def relocate(self, job_id: str, claimed_path: str, log: str) -> str | None:
         with self._tx() as tx:
             row = tx.one("relocate", id=job_id, claimed_path=claimed_path, log=log)

@@ -154,6 +154,7 @@ def test_logs_of_a_job_that_ran_elsewhere_show_the_stored_tail(tmp_path: Path, p
         assert "host" in ops.cli("show", job_id, check=True).stdout
         (listed,) = ops.jobs()
         assert listed["home"] == shown["home"] and listed["home"].startswith("home-")
+        assert (listed["host"], listed["daemon"]) == (attempt["host"], attempt["daemon"])
     finally:
         a.close()
         ops.close()

@@ -86,6 +86,8 @@ def test_each_attempt_records_its_daemon_and_host(store: Store) -> None:
     assert (first.owner, first.host) == ("01ABC@hostA", "hostA")
     assert (second.owner, second.host) == ("01DEF@hostB", "hostB")
     assert second.to_dict()["daemon"] == "01DEF@hostB"
+    never = enqueue1(store, lane="other")
+    assert store.last_attempts([job.id, never.id]) == {job.id: ("hostB", "01DEF@hostB")}
 
 
 def test_a_lane_override_holds_until_reset_whatever_the_daemons_declare(store: Store) -> None:

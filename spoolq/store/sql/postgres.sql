@@ -317,6 +317,12 @@ ON CONFLICT (job_id) DO NOTHING
 -- name: trigger_text
 SELECT text FROM spoolq_trigger_texts WHERE job_id = %(job_id)s
 
+-- name: last_attempts
+-- Where each of these jobs ran last: its latest attempt's host and daemon.
+SELECT a.job_id, a.host, a.owner FROM spoolq_attempts a
+WHERE a.job_id = ANY(%(ids)s)
+  AND a.n = (SELECT max(b.n) FROM spoolq_attempts b WHERE b.job_id = a.job_id)
+
 -- name: relocate
 -- A job claimed in another state directory runs here: its trigger and log are here now.
 UPDATE spoolq_jobs SET claimed_path = %(claimed_path)s, log = %(log)s WHERE id = %(id)s

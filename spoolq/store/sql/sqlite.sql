@@ -321,6 +321,12 @@ ON CONFLICT (job_id) DO NOTHING
 -- name: trigger_text
 SELECT text FROM trigger_texts WHERE job_id = :job_id
 
+-- name: last_attempts
+-- Where each of these jobs ran last: its latest attempt's host and daemon.
+SELECT a.job_id, a.host, a.owner FROM attempts a
+WHERE a.job_id IN (SELECT value FROM json_each(:ids))
+  AND a.n = (SELECT max(b.n) FROM attempts b WHERE b.job_id = a.job_id)
+
 -- name: relocate
 -- A job claimed in another state directory runs here: its trigger and log are here now.
 UPDATE jobs SET claimed_path = :claimed_path, log = :log WHERE id = :id
