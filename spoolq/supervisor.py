@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ ORPHAN_PATIENCE = 5.0  # seconds after SIGKILL before an orphan that lives on is
 PROGRESS_EVERY = 1.0  # seconds between looks at the progress files of running jobs
 PROGRESS_SAVE_EVERY = 5.0  # seconds between a job's progress writes to the store
 PROGRESS_SWEEP_EVERY = 60.0  # seconds between removals of files no running job owns
+PROGRESS_STALE = 3600.0  # ... untouched for this long (a peer sharing the directory may own it)
 
 
 def job_env(passthrough: str | Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -232,16 +234,22 @@ class Supervisor:
         return due
 
     def _sweep(self) -> None:
-        """Remove progress files that no running job owns (a job that wrote some and
-        ended within a second, a daemon that died)."""
+        """Remove progress files that no running job of this daemon owns and that nobody
+        wrote for an hour (a job that wrote some and ended within a second, a daemon that
+        died). A daemon sharing the state directory may run the job of a younger one."""
         assert self.progress_dir is not None
         try:
             names = os.listdir(self.progress_dir)
         except OSError:
             return
+        stale = time.time() - PROGRESS_STALE
         for name in names:
-            if name.split(".", 1)[0] not in self.running:
-                _unlink(f"{self.progress_dir}{os.sep}{name}")
+            if name.split(".", 1)[0] in self.running:
+                continue
+            path = f"{self.progress_dir}{os.sep}{name}"
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_mtime < stale:
+                    _unlink(path)
 
     def tick(self) -> None:
         """Timeouts and kill escalation of running jobs, and the orphans' progress. Needs no

@@ -146,3 +146,23 @@ def test_the_helper_writes_a_whole_line_and_is_a_no_op_outside_spoolq(
     assert os.listdir(tmp_path) == ["job"]  # no temporary file left behind
     monkeypatch.setenv("SPOOLQ_PROGRESS", str(tmp_path / "no-such-dir" / "job"))
     spoolq.progress(1, 2, every=0)  # cannot write: the job goes on
+
+
+def test_leftover_progress_files_are_swept_once_nobody_wrote_them_for_an_hour(
+    tmp_path: Path,
+) -> None:
+    import select
+    import time
+
+    from spoolq.events import EventLog
+    from spoolq.supervisor import PROGRESS_STALE, Supervisor
+
+    sup = Supervisor({}, EventLog("json"), select.poll(), mono=time.monotonic, open_log=os.open)
+    sup.progress_dir = str(tmp_path)
+    old = time.time() - PROGRESS_STALE - 60
+    for name in ("ended-job", "ended-job.123.tmp", "peers-running-job"):
+        (tmp_path / name).write_text("50%\n")
+    for name in ("ended-job", "ended-job.123.tmp"):
+        os.utime(tmp_path / name, (old, old))
+    assert sup.progress_to_save(time.time()) == {}  # no running job: nothing read, a sweep
+    assert os.listdir(tmp_path) == ["peers-running-job"]
