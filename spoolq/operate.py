@@ -137,8 +137,11 @@ def _log_elsewhere(store: Store, job_id: str, path: str) -> None:
     if tail is None:
         if not attempts:
             raise SpoolqError(f"no log yet for job {job_id} ({path})")
-        host = attempts[-1].host or "another host"
-        raise SpoolqError(f"job {job_id} ran on {host}: its log is there ({path})")
+        last = attempts[-1]
+        verb = "is running" if last.finished_at is None else "ran"
+        raise SpoolqError(
+            f"job {job_id} {verb} on {last.host or 'another host'}: its log is there ({path})"
+        )
     sys.stdout.buffer.write(tail.tail)
     sys.stdout.buffer.flush()
     part = "all" if len(tail.tail) == tail.size else f"the last {len(tail.tail)} bytes"

@@ -218,3 +218,22 @@ def test_a_claim_a_dead_peer_left_unrecorded_is_recovered_while_the_fleet_is_idl
     (job,) = env.jobs()
     assert job["trigger"] == str(env.spool / "left.trigger")
     wait_until(lambda: env.job(job["id"])["state"] == "succeeded", 30, "it to run")
+
+
+def test_logs_of_a_job_whose_log_is_not_here_say_where_it_runs(env: Env) -> None:
+    """Without a copy in the store (the embedded store keeps none: its logs are on its
+    host), ``logs`` says on which host the job runs or ran, and where its log is."""
+    release = env.root / "release"
+    d = env.start()
+    env.publish(f"while [ ! -e {release} ]; do sleep 0.05; done\n", "long.trigger")
+    job_id = d.wait_for("started")[0]["job"]
+    log = Path(env.job(job_id)["log"])
+    wait_until(log.exists, what="its log")
+    log.unlink()  # as seen from a host without that state directory
+    res = env.cli("logs", job_id)
+    assert res.returncode == 1
+    assert f"is running on {socket.gethostname()}: its log is there ({log})" in res.stderr
+    release.touch()
+    d.wait_for("succeeded", job=job_id)
+    res = env.cli("logs", job_id)
+    assert res.returncode == 1 and f"ran on {socket.gethostname()}" in res.stderr
