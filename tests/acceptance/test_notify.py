@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.acceptance.webtools import start_http
-from tests.conftest import Env, process_running, wait_until
+from tests.conftest import POSTGRES_URL, Env, postgres_admin, process_running, wait_until
 
 
 class Receiver:
@@ -187,3 +188,27 @@ def test_notify_test_sends_a_sample_to_every_target(env: Env, receiver: Receiver
     (body,) = receiver.bodies("/a")
     assert body["event"] == "test"
     assert os.environ.get("SPOOLQ_FAULTS") is None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    admin = postgres_admin()
+    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.mark.postgres
+def test_notifications_on_postgresql(env: Env, receiver: Receiver, pg_url: str) -> None:
+    env.write_config(
+        f'store = "{pg_url}"\n[[notify]]\non = ["failed", "retrying"]\nurl = "{receiver.url}/pg"\n'
+    )
+    d = env.start()
+    env.publish(json.dumps({"command": "exit 2", "retries": 1}))
+    d.wait_for("notified", count=2)
+    assert [b["event"] for b in receiver.bodies("/pg")] == ["retrying", "failed"]
