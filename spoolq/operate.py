@@ -16,7 +16,7 @@ from spoolq.errors import SpoolqError, UsageError
 from spoolq.jobs import Job, JobState
 from spoolq.procs import daemon_alive
 from spoolq.progress import Progress
-from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
+from spoolq.serialize import job_detail, jobs_json, status_dict, waiting_for
 from spoolq.settings import Settings, complete_job, complete_lane
 from spoolq.store import Store
 
@@ -59,12 +59,11 @@ def jobs(
         found = store.list_jobs(
             state=JobState(state_filter) if state_filter else None, lane=lane, limit=limit
         )
+        if as_json:
+            print_json(jobs_json(store, config, found, time.time()))
+            return
         waiting = waiting_for(store, config, time.time(), found)
-        ran = store.last_attempts([j.id for j in found]) if as_json else {}
-    if as_json:
-        print_json(job_list(found, waiting, ran))
-    else:
-        render_jobs(found, waiting)
+    render_jobs(found, waiting)
 
 
 @click.command()

@@ -100,6 +100,14 @@ def job_list(
     ]
 
 
+def jobs_json(store: Store, config: Config, jobs: list[Job], now: float) -> list[dict[str, Any]]:
+    """``spoolq jobs --json`` and ``GET /api/jobs`` alike: the jobs with what they wait for
+    and where each last ran."""
+    return job_list(
+        jobs, waiting_for(store, config, now, jobs), store.last_attempts([j.id for j in jobs])
+    )
+
+
 def job_detail(
     job: Job, attempts: list[Attempt], progress: Progress | None = None
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from spoolq.config import LANE_NAME
 from spoolq.errors import JobNotFound, SpoolqError
 from spoolq.jobs import Job, JobState
-from spoolq.serialize import job_detail, job_list, status_dict, waiting_for
+from spoolq.serialize import job_detail, jobs_json, status_dict
 from spoolq.statedir import StateDir
 from spoolq.store import Store
 from spoolq.web.auth import presented, valid
@@ -83,7 +83,7 @@ def get_jobs(
 ) -> list[dict[str, Any]]:
     def read(store: Store) -> list[dict[str, Any]]:
         found = store.list_jobs_page(state=state, lane=lane, limit=limit, before=before)
-        return job_list(found, waiting_for(store, ctx.config, time.time(), found))
+        return jobs_json(store, ctx.config, found, time.time())
 
     try:
         return ctx.call(read)
