@@ -369,9 +369,13 @@ def test_jobs_get_only_the_passthrough_environment(env: Env) -> None:
     seen = json.loads(out.read_text())
     assert "SECRET_TOKEN" not in seen
     assert seen["LC_TIME"] == "C" and seen["TZ"] == "UTC" and seen["PATH"]
-    assert {k for k in seen if k.startswith("SPOOLQ_")} == {
-        "SPOOLQ_JOB_ID", "SPOOLQ_LANE", "SPOOLQ_ATTEMPT", "SPOOLQ_TRIGGER"
-    }  # fmt: skip
+    # Exactly the SPOOLQ_ variables docs/triggers.md promises a job ("What a job sees").
+    page = (REPO / "docs" / "triggers.md").read_text()
+    sees = page.split("## What a job sees", 1)[1].split("\n## ", 1)[0]
+    (environment,) = [item for item in sees.split("\n- ") if item.startswith("environment:")]
+    documented = set(re.findall(r"`(SPOOLQ_\w+)`", environment))
+    assert "SPOOLQ_JOB_ID" in documented, environment
+    assert {k for k in seen if k.startswith("SPOOLQ_")} == documented
     allowed = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"}
     assert all(k in allowed or k.startswith(("LC_", "SPOOLQ_")) for k in seen), sorted(seen)
 
