@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from ulid import ULID
 
 from spoolq.procs import daemon_alive
+from spoolq.serialize import waiting_homes
 from spoolq.web.context import WebContext
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -45,9 +46,10 @@ class StoreCollector(Collector):
                 running,
                 store.progress_of([j.id for j in running]) if running else {},
                 store.notification_backlog(),
+                waiting_homes(store, self.ctx.config, time.time()),
             )
 
-        lanes, finished, rejected, daemons, running, progress, backlog = self.ctx.call(read)
+        lanes, finished, rejected, daemons, running, progress, backlog, stuck = self.ctx.call(read)
         now = time.time()
         jobs = GaugeMetricFamily("spoolq_jobs", "Jobs queued or running", labels=["lane", "state"])
         conc = GaugeMetricFamily("spoolq_lane_concurrency", "Lane limit", labels=["lane"])
@@ -89,6 +91,15 @@ class StoreCollector(Collector):
         for host in sorted({d.host for d in daemons}):
             hosts.add_metric([host], alive[host])
         yield hosts
+
+        waiting = GaugeMetricFamily(
+            "spoolq_jobs_waiting_for_home",
+            "Queued jobs whose home (state directory) no live daemon serves",
+            labels=["home"],
+        )
+        for home in stuck:
+            waiting.add_metric([home["home"]], home["queued"])
+        yield waiting
 
         ratio = GaugeMetricFamily(
             "spoolq_job_progress_ratio",

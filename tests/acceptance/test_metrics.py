@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spoolq.progress import Progress
 from spoolq.store import open_store
-from tests.acceptance.webtools import Web, start_http
+from tests.acceptance.webtools import Web, WebProcess, start_http
 from tests.conftest import Env, wait_until
 
 
@@ -163,3 +163,23 @@ def test_a_daemon_exposes_every_documented_metric(env: Env) -> None:
         assert documented() <= exposed, documented() - exposed
     finally:
         web.close()
+
+
+def test_jobs_whose_home_has_no_live_daemon_are_counted(env: Env) -> None:
+    """A daemon dies with a job queued in its (paused) lane: nobody else may run it, and
+    /metrics says so, per home, until a daemon serves that state directory again."""
+    d = env.start()
+    env.cli("pause", "default", check=True)
+    env.publish("true", "stranded.trigger")
+    d.wait_for("queued")
+    d.kill()
+    home = (env.state / "home.id").read_text().strip()
+    web = WebProcess(env)
+    try:
+        m = scrape(web.web)
+        assert value(m, "spoolq_jobs_waiting_for_home", home=home) == 1
+        d2 = env.start()
+        assert value(scrape(web.web), "spoolq_jobs_waiting_for_home", home=home) == 0
+        assert d2.stop() == 0
+    finally:
+        web.stop()
