@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,20 @@ def postgres_admin(url: str = POSTGRES_URL) -> Any:
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         pytest.skip(f"no PostgreSQL server answers at {url} ({first}); {POSTGRES_HOW}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A store URL on the test server with a schema of its own, dropped after the test."""
+    admin = postgres_admin()
+    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
 
 
 def needs_c_compiler() -> None:

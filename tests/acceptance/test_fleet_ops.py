@@ -8,26 +8,11 @@ import contextlib
 import json
 import socket
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTGRES_URL, Env, postgres_admin, wait_until
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = postgres_admin()
-    schema = f"spoolq_o_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+from tests.conftest import Env, wait_until
 
 
 def host(tmp: Path, name: str, url: str, extra: str = "") -> Env:

@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.acceptance.webtools import start_http
-from tests.conftest import POSTGRES_URL, Env, postgres_admin, process_running, wait_until
+from tests.conftest import Env, process_running, wait_until
 
 
 class Receiver:
@@ -188,19 +187,6 @@ def test_notify_test_sends_a_sample_to_every_target(env: Env, receiver: Receiver
     (body,) = receiver.bodies("/a")
     assert body["event"] == "test"
     assert os.environ.get("SPOOLQ_FAULTS") is None
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = postgres_admin()
-    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.mark.postgres

@@ -4,7 +4,6 @@ store: lane limits hold across them, and control commands reach them through NOT
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,6 @@ from tests.conftest import POSTGRES_URL, Env, import_or_skip, postgres_admin, pu
 psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
 PG = POSTGRES_URL
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = postgres_admin()
-    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG else "?"
-    try:
-        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 def _host(tmp: Path, name: str, url: str) -> Env:

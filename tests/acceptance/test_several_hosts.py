@@ -14,20 +14,16 @@ import shutil
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spoolq.procs import group_alive, job_process_groups, killpg
 from tests.conftest import (
-    POSTGRES_URL,
     DaemonProcess,
     Env,
     import_or_skip,
     needs_root,
-    postgres_admin,
     wait_until,
 )
 
@@ -35,19 +31,6 @@ import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
 pytestmark = [pytest.mark.postgres, needs_root]
 
 FAST = 'heartbeat_interval = "0.3s"\nstale_after = "2s"\n'
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = postgres_admin()
-    schema = f"spoolq_h_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 def on_host(env: Env, host: str) -> DaemonProcess:

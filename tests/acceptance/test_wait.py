@@ -7,18 +7,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import spoolq
 from tests.conftest import (
-    POSTGRES_URL,
     SPOOLQ,
     Env,
-    postgres_admin,
     wait_until,
 )
 
@@ -138,19 +134,6 @@ def test_python_wait_times_out_then_returns_the_job(env: Env) -> None:
     job = spoolq.wait(path, timeout=60, state_dir=env.state)
     assert job.state.value == "succeeded" and job.trigger == str(path)
     assert spoolq.wait(job.id, state_dir=env.state).id == job.id
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = postgres_admin()
-    schema = f"spoolq_t_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.mark.postgres

@@ -7,35 +7,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.acceptance.webtools import Web, WebProcess, start_http
 from tests.conftest import Env, wait_until
 
-PG = os.environ.get("SPOOLQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 GATE_WAIT = "while [ ! -e '{gate}' ]; do sleep 0.05; done"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the test server, dropped afterwards."""
-    try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {PG}: {exc}")
-    schema = f"spoolq_w_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG else "?"
-    try:
-        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.fixture(
