@@ -59,6 +59,16 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None) ->
     ctx.obj = Settings(config_path, state_dir)
 
 
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    envvar="SPOOLQ_LOG_FORMAT",
+    show_envvar=True,
+    default=None,
+    help="Event log format on stderr (default: the config's, else human).",
+)
+
+
 def _lane_pairs(values: tuple[str, ...]) -> dict[str, int]:
     pairs = {}
     for v in values:
@@ -76,14 +86,7 @@ def _lane_pairs(values: tuple[str, ...]) -> dict[str, int]:
 )
 @click.option("--http", "http", metavar="ADDR", envvar="SPOOLQ_HTTP", show_envvar=True,
               help="Serve status, JSON and /metrics on ADDR (host:port).")  # fmt: skip
-@click.option(
-    "--log-format",
-    type=click.Choice(["human", "json"]),
-    envvar="SPOOLQ_LOG_FORMAT",
-    show_envvar=True,
-    default=None,
-    help="Event log format on stderr (default: the config's, else human).",
-)
+@log_format_option
 @click.pass_obj
 def run(
     s: Settings, dirs: tuple[Path, ...], lane_conc: tuple[str, ...], http: str | None,
@@ -147,14 +150,7 @@ def run(
     show_envvar=True,
     help="HOST:PORT to serve on (default: [http] listen, else 127.0.0.1:8765).",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["human", "json"]),
-    envvar="SPOOLQ_LOG_FORMAT",
-    show_envvar=True,
-    default=None,
-    help="Event log format on stderr (default: the config's, else human).",
-)
+@log_format_option
 @click.pass_obj
 def web(s: Settings, listen: str | None, log_format: str | None) -> None:
     """Serve the status page, JSON API and /metrics from the store, without a daemon."""
