@@ -229,16 +229,20 @@ def _known_lane(config: Config, store: Store, lane: str) -> None:
         )
 
 
+def _set_paused(s: Settings, lane: str, paused: bool) -> None:
+    with s.store() as (config, _s, store):
+        _known_lane(config, store, lane)
+        store.set_paused(lane, paused)
+        store.notify()
+    click.echo(f"lane {lane} {'paused' if paused else 'resumed'}")
+
+
 @click.command()
 @click.argument("lane", shell_complete=complete_lane)
 @click.pass_obj
 def pause(s: Settings, lane: str) -> None:
     """Stop starting jobs in LANE (new triggers are still queued)."""
-    with s.store() as (config, _s, store):
-        _known_lane(config, store, lane)
-        store.set_paused(lane, True)
-        store.notify()
-    click.echo(f"lane {lane} paused")
+    _set_paused(s, lane, True)
 
 
 @click.command()
@@ -246,11 +250,7 @@ def pause(s: Settings, lane: str) -> None:
 @click.pass_obj
 def resume(s: Settings, lane: str) -> None:
     """Start jobs in LANE again."""
-    with s.store() as (config, _s, store):
-        _known_lane(config, store, lane)
-        store.set_paused(lane, False)
-        store.notify()
-    click.echo(f"lane {lane} resumed")
+    _set_paused(s, lane, False)
 
 
 @click.command()
