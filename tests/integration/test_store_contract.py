@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -123,20 +123,6 @@ STORE_KINDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
 ]
-
-
-@pytest.fixture(params=STORE_KINDS)
-def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
-    k = StoreKit(request.param, tmp_path)
-    try:
-        yield k
-    finally:
-        k.close()
-
-
-@pytest.fixture
-def store(kit: StoreKit) -> Store:
-    return kit.open()
 
 
 def new_job(

@@ -5,10 +5,6 @@ limits, log tails, trigger content and what prune leaves to other homes."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from spoolq.jobs import DaemonInfo, HomeInfo, JobState, LogTail
 from spoolq.store import Store
@@ -16,10 +12,8 @@ from tests.integration.test_store_contract import (
     DAY,
     EXIT3,
     OK,
-    STORE_KINDS,
     T0,
     WINDOW,
-    StoreKit,
     claim_next,
     enqueue1,
     finish,
@@ -27,15 +21,6 @@ from tests.integration.test_store_contract import (
     run_to,
     schedule_retry,
 )
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    kit = StoreKit(request.param, tmp_path)
-    try:
-        yield kit.open()
-    finally:
-        kit.close()
 
 
 def test_a_home_adopts_the_jobs_recorded_under_its_old_name(store: Store) -> None:

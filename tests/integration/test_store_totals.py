@@ -3,9 +3,6 @@ totals (bumped with the state change, never lowered) and the paged job list."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from spoolq.errors import JobNotFound
@@ -13,23 +10,12 @@ from spoolq.jobs import JobState
 from spoolq.store import Store
 from tests.integration.test_store_contract import (
     EXIT3,
-    STORE_KINDS,
     T0,
-    StoreKit,
     claim_next,
     enqueue1,
     finish,
     run_to,
 )
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    kit = StoreKit(request.param, tmp_path)
-    try:
-        yield kit.open()
-    finally:
-        kit.close()
 
 
 def totals(store: Store) -> dict[tuple[str, str], int]:

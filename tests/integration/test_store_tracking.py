@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from spoolq.jobs import DaemonInfo, JobState
 from spoolq.progress import Progress
 from spoolq.store.base import Store
 from tests.integration.test_store_contract import (
-    STORE_KINDS,
     T0,
     WINDOW,
     StoreKit,
@@ -25,20 +20,6 @@ from tests.integration.test_store_contract import (
     new_job,
     run_to,
 )
-
-
-@pytest.fixture(params=STORE_KINDS)
-def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
-    k = StoreKit(request.param, tmp_path)
-    try:
-        yield k
-    finally:
-        k.close()
-
-
-@pytest.fixture
-def store(kit: StoreKit) -> Store:
-    return kit.open()
 
 
 def test_a_job_is_found_by_its_trigger_newest_first_after_a_sequence_number(
