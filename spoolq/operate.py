@@ -16,6 +16,7 @@ from spoolq.errors import SpoolqError, UsageError
 from spoolq.jobs import Job, JobState
 from spoolq.procs import daemon_alive
 from spoolq.progress import Progress
+from spoolq.release import content_to_keep, put_back
 from spoolq.serialize import job_detail, jobs_json, status_dict, waiting_for
 from spoolq.settings import Settings, complete_job, complete_lane
 from spoolq.store import Store
@@ -153,30 +154,32 @@ def _log_elsewhere(store: Store, job_id: str, path: str) -> None:
 @click.option(
     "--any-host",
     is_flag=True,
-    help="Let a daemon of any state directory run them (their trigger content must be in "
-    "the store): for jobs whose own state directory has no daemon left.",
+    help="Let a daemon of any state directory run them: for jobs whose own state directory "
+    "no daemon serves. Their trigger's content goes into the store, read from their file "
+    "if it is reachable from here (run this where that directory is mounted) and passes "
+    "the daemon's checks; an any_host lane's job has it there already.",
 )
 @click.pass_obj
 def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool, any_host: bool) -> None:
     """Queue finished jobs again, with a fresh set of retries."""
     if not job_refs and not all_failed:
         raise UsageError("name a JOB or use --failed")
-    with s.store() as (_c, state, store):
+    with s.store() as (config, state, store):
         # Resolve every reference first: a typo in the third id changes nothing.
         jobs = [store.get(r) for r in job_refs]
-        if any_host:
-            for job in jobs:
-                if job.home and store.trigger_text(job.id) is None:
-                    raise SpoolqError(
-                        f"job {job.id}: its trigger's content is not in the store (only "
-                        "any_host lanes keep it), so it runs only where its state directory "
-                        f"is ({job.home})"
-                    )
         ids = [j.id for j in jobs]
         if all_failed:
             ids += [i for i in store.failed_ids() if i not in ids]
             if not ids:
                 click.echo("no failed jobs")
+        # ... and with --any-host, whether each may leave its home (nothing changes if one
+        # may not), with the trigger content the store is to keep for it.
+        texts = {}
+        if any_host:
+            for job_id in ids:
+                job = store.get(job_id)
+                if job.state not in (JobState.RUNNING, JobState.REJECTED):
+                    texts[job_id] = content_to_keep(store, config, job)
         try:
             for job_id in ids:
                 job = store.get(job_id)
@@ -184,7 +187,10 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool, any_host: bo
                     job = store.retry(job_id, time.time())
                     state.place(job.claimed_path, job.state.value)
                 if any_host:
-                    job = store.release_home(job_id) or job
+                    text = texts.get(job_id)
+                    job = store.release_home(job_id, text) or job
+                    if text is not None:
+                        put_back(job)  # read from its home: a finished one's file is queued
                 where = " by any daemon" if any_host else ""
                 click.echo(f"{job.id} queued again{where} (attempt {job.attempts + 1} next)")
         finally:

@@ -228,9 +228,10 @@ class Store(abc.ABC):
         trigger and log are now; its trigger content, if the store keeps it."""
 
     @abc.abstractmethod
-    def release_home(self, job_id: str) -> Job | None:
+    def release_home(self, job_id: str, text: str | None = None) -> Job | None:
         """Let any daemon run ``job_id`` (its trigger content is in the store); None if the
-        store does not hold its content."""
+        store does not hold its content. ``text``: that content, read by the operator from
+        the job's own state directory, kept first (in the same transaction)."""
 
     @abc.abstractmethod
     def prunable_elsewhere(self, finished_before: float, home: str) -> dict[str, int]:

@@ -104,8 +104,10 @@ class FleetVerbs(abc.ABC):
             row = tx.one("relocate", id=job_id, claimed_path=claimed_path, log=log)
         return None if row is None or row["text"] is None else str(row["text"])
 
-    def release_home(self, job_id: str) -> Job | None:
+    def release_home(self, job_id: str, text: str | None = None) -> Job | None:
         with self._tx() as tx:
+            if text is not None:
+                tx.run("save_trigger_text", job_id=job_id, text=text)
             row = tx.one("release_home", id=job_id)
         return job_from_row(row) if row is not None else None
 

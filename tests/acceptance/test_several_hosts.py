@@ -113,7 +113,8 @@ def test_an_any_host_lane_runs_a_dead_hosts_queued_and_interrupted_jobs(
     tmp_path: Path, pg_url: str
 ) -> None:
     """Separate state directories; an any-host lane. The survivor runs what the dead host
-    claimed; a job of an ordinary lane waits for its home, and says so."""
+    claimed; a job of an ordinary lane waits for its home, and says so (until an operator
+    releases it: the next test)."""
     config = (
         f'store = "{pg_url}"\n{FAST}'
         "[lanes.shared]\nconcurrency = 1\nany_host = true\n[lanes.own]\nconcurrency = 1\n"
@@ -173,11 +174,102 @@ def test_an_any_host_lane_runs_a_dead_hosts_queued_and_interrupted_jobs(
         (home,) = json.loads(b.cli("status", "--json", check=True).stdout)["waiting_homes"]
         assert (home["home"], home["queued"], home["path"]) == (own["home"], 1, str(a.state))
         assert "1 job(s) waiting for home" in b.cli("status", check=True).stdout
-        res = b.cli("retry", "--any-host", own["id"])
-        assert res.returncode == 1 and "not in the store" in res.stderr
     finally:
         a.close()
         b.close()
+
+
+def test_an_operator_releases_a_dead_homes_job_to_another_host_and_it_runs_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Separate state directories, an ordinary lane. Host a dies with a queued job; from
+    host b, where a's state directory is reachable, ``retry --any-host`` reads its trigger,
+    keeps it in the store and lets b run it (a failed job of a's too). Host a, back,
+    archives its copies and runs neither job again. Refused: while a serves its home, and
+    for a trigger file that is gone or is a symlink."""
+    config = f'store = "{pg_url}"\n{FAST}[lanes.own]\nconcurrency = 1\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
+    a.write_config(config)
+    b.write_config(config)
+    ledger = tmp_path / "ledger"
+    try:
+        da = on_host(a, "hosta")
+        # One job fails there (its first attempt does); another waits in a paused lane.
+        flaky = f'echo "flaky $SPOOLQ_ATTEMPT" >> {ledger}; [ "$SPOOLQ_ATTEMPT" -gt 1 ]'
+        a.publish(json.dumps({"command": flaky, "retries": 0}), "flaky.trigger")
+        failed_id = da.wait_for("failed")[0]["job"]
+        assert a.cli("pause", "own").returncode == 0
+        command = f'test -f "$SPOOLQ_TRIGGER" && echo "ran $SPOOLQ_ATTEMPT" >> {ledger}'
+        a.publish(json.dumps({"lane": "own", "command": command}), "own.trigger")
+        job_id = da.wait_for("queued", lane="own")[0]["job"]
+        (claimed,) = (a.state / "claimed").iterdir()
+        db = on_host(b, "hostb")
+
+        res = b.cli("retry", "--any-host", job_id)  # its home is served: it runs there
+        assert res.returncode == 1, res
+        assert f"served by daemon {da.find('ready')[0]['daemon']} on host hosta" in res.stderr
+
+        da.kill()
+        (home,) = wait_until(
+            lambda: json.loads(b.cli("status", "--json", check=True).stdout)["waiting_homes"],
+            what="a's home to have no live daemon",
+        )
+        assert home["path"] == str(a.state)
+        assert b.cli("resume", "own").returncode == 0
+
+        # The file is not there, or is not one a daemon would read: refused, nothing changed.
+        kept = tmp_path / "kept.trigger"
+        claimed.rename(kept)
+        res = b.cli("retry", "--any-host", job_id)
+        assert res.returncode == 1, res
+        assert f"job {job_id}: its trigger file {claimed} is gone" in res.stderr
+        assert f"start a daemon on {a.state}, last served from host hosta" in res.stderr
+        claimed.symlink_to(kept)
+        res = b.cli("retry", "--any-host", job_id)
+        assert res.returncode == 1, res
+        assert f"{claimed} fails the checks a daemon applies (a symlink" in res.stderr
+        assert b.job(job_id)["state"] == "queued" and not b.job(job_id)["attempt_history"]
+        claimed.unlink()
+        kept.rename(claimed)
+
+        res = b.cli("retry", "--any-host", job_id, check=True)
+        assert f"{job_id} queued again by any daemon" in res.stdout
+        db.wait_for("succeeded", job=job_id, timeout=30)
+        job = b.job(job_id)
+        assert [(t["host"], t["exit_code"]) for t in job["attempt_history"]] == [("hostb", 0)]
+        assert job["log"].startswith(str(b.state))
+        assert ledger.read_text() == "flaky 1\nran 1\n"
+
+        # A failed job of a's is queued again, for any daemon: its trigger goes back to a's
+        # claimed/ (as a retry at home would put it) and b runs it.
+        res = b.cli("retry", "--any-host", failed_id, check=True)
+        assert f"{failed_id} queued again by any daemon (attempt 2 next)" in res.stdout
+        db.wait_for("succeeded", job=failed_id, timeout=30)
+        assert [t["host"] for t in b.job(failed_id)["attempt_history"]] == ["hosta", "hostb"]
+        assert not list((a.state / "failed").iterdir())
+        wait_until(lambda: len(list((b.state / "done").iterdir())) == 2, what="b's archive")
+
+        # Host a comes back: its copies of the triggers are archived there, not run again.
+        da = on_host(a, "hosta")
+        wait_until(lambda: not list((a.state / "claimed").iterdir()), what="a's copies archived")
+        for jid in (job_id, failed_id):
+            (mine,) = (a.state / "done").glob(f"{jid}.*")
+            assert mine.read_text() == claimed_text(b, jid)
+        time.sleep(1.0)  # a heartbeat or three: nothing else happens
+        assert not da.find("started") and not da.find("queued")
+        assert ledger.read_text() == "flaky 1\nran 1\nflaky 2\n"
+        assert len(b.job(job_id)["attempt_history"]) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def claimed_text(env: Env, job_id: str) -> str:
+    """The trigger a job ran from in ``env``'s state directory (archived in done/)."""
+    (path,) = (env.state / "done").glob(f"{job_id}.*")
+    return path.read_text()
 
 
 def children(pid: int) -> set[int]:

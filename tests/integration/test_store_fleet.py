@@ -127,6 +127,18 @@ def test_trigger_content_is_kept_and_lets_an_operator_release_the_job(store: Sto
     assert store.trigger_text(job.id) is not None
 
 
+def test_an_operator_releases_a_job_with_the_content_read_from_its_file(store: Store) -> None:
+    job = enqueue1(store, home="home-1")
+    released = store.release_home(job.id, '{"argv": ["true"]}')
+    assert released is not None and released.home == ""
+    assert store.trigger_text(job.id) == '{"argv": ["true"]}'
+    again = store.release_home(job.id, "other text")  # kept as it was first stored
+    assert again is not None and store.trigger_text(job.id) == '{"argv": ["true"]}'
+    running = claim_next(store, "default", "d9@elsewhere", T0 + 1, home="home-9")
+    assert running is not None and running.id == job.id
+    assert store.relocate(job.id, "/b/claimed/x", "/b/logs/x.log") == '{"argv": ["true"]}'
+
+
 def test_prune_of_one_home_reports_what_it_leaves_to_the_others(store: Store) -> None:
     for home in ("home-1", "home-2", "home-2", ""):
         run_to(store, JobState.SUCCEEDED, home=home)
