@@ -361,6 +361,7 @@ class Daemon:
             done = [(rj, self.ledger.end_attempt(rj)) for rj in ended]
             stored = self.ledger.enqueue([])
             claimed = self._claim_dirty()
+        freed = [rj.job.lane for rj in ended]
         ended.clear()
         self.ledger.recorded(stored)
         try:
@@ -374,9 +375,7 @@ class Daemon:
                     unread = unread or exc  # the outcome is committed; tidy up the others
                     continue
                 self.ledger.ended(rj, job)
-            if self.fleet.peers:
-                # Slots freed: peers may start their queued jobs (one wake-up per batch).
-                self.store.notify(exclude=self.id)
+            self.fleet.offer(freed, [job.lane for job in claimed])
             if unread is not None:
                 raise unread
 

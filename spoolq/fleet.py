@@ -2,9 +2,10 @@
 becomes of a dead daemon's running jobs.
 
 Owns registering this daemon, the heartbeat and its fencing (a daemon whose registration
-a peer removed stops its copies of the jobs the peer re-queued), and the rescue of a dead
-daemon's jobs: another host's are re-queued at once (their processes died with it or are
-out of reach), this host's only once the supervisor has seen every process of the old
+a peer removed stops its copies of the jobs the peer re-queued), the wake-ups of the peers
+that may fill the slots our jobs free, and the rescue of a dead daemon's jobs: another
+host's are re-queued at once (their processes died with it or are out of reach), this
+host's only once the supervisor has seen every process of the old
 attempt gone - so that a job never runs twice at once. A re-queued job keeps its home (its
 state directory): any daemon serving that directory, on any host, runs it next. Leaves the
 killing to the supervisor and the re-queue rules to ``lifecycle`` through the store.
@@ -12,6 +13,7 @@ killing to the supervisor and the re-queue rules to ``lifecycle`` through the st
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 from collections.abc import Callable
@@ -61,6 +63,14 @@ class Fleet:
         # Tell the daemons already there that we are: until their next rescue they would
         # not wake us when their jobs free a lane's slots (``peers``).
         self.store.notify(exclude=self.id)
+
+    def offer(self, freed: list[str], refilled: list[str]) -> None:
+        """Slots freed (a lane per ended job) and not all filled again here: wake the peers
+        that have a job queued in those lanes. Called after the commit, once per batch."""
+        left = collections.Counter(freed)
+        left.subtract(refilled)
+        if self.peers and +left:
+            self.store.notify(exclude=self.id, lanes=sorted(+left))
 
     def unregister(self) -> None:
         self.store.unregister_daemon(self.id)

@@ -243,8 +243,9 @@ class Store(abc.ABC):
     def listen(self, daemon_id: str) -> Listener: ...
 
     @abc.abstractmethod
-    def notify(self, exclude: str | None = None) -> None:
-        """Wake every daemon listening on this store but ``exclude`` (after a change)."""
+    def notify(self, exclude: str | None = None, lanes: Sequence[str] | None = None) -> None:
+        """Wake every daemon listening on this store but ``exclude`` (after a change).
+        With ``lanes`` (slots freed in them), only those that may have a job to start there."""
 
     # -- web and metrics ------------------------------------------------------------------------
     @abc.abstractmethod

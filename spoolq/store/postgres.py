@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from spoolq.errors import ConfigError, StoreError, StoreUnavailable
@@ -193,9 +193,12 @@ class PostgresStore(SqlStore):
     def listen(self, daemon_id: str) -> PgListener:
         return PgListener(self, daemon_id)
 
-    def notify(self, exclude: str | None = None) -> None:
+    def notify(self, exclude: str | None = None, lanes: Sequence[str] | None = None) -> None:
         with self._tx() as tx:
-            tx.all("notify", exclude=exclude)
+            if lanes is None:
+                tx.all("notify", exclude=exclude)
+            else:
+                tx.all("notify_slots", exclude=exclude, lanes=list(lanes))
 
     def listen_ended(self) -> PgListener | None:
         # A trigger on the jobs table notifies this channel as a job ends (migration 4).

@@ -205,7 +205,8 @@ class SqliteStore(SqlStore):
         self._wake_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         return FifoListener(self._wake_dir / f"{daemon_id}.fifo")
 
-    def notify(self, exclude: str | None = None) -> None:
+    def notify(self, exclude: str | None = None, lanes: Sequence[str] | None = None) -> None:
+        # (Daemons sharing a SQLite store share its state directory: all may take ``lanes``.)
         try:
             names = os.listdir(self._wake_dir)
         except FileNotFoundError:

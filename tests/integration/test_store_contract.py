@@ -911,6 +911,36 @@ def test_notify_after_a_daemon_left_is_harmless(kit: StoreKit) -> None:
         live.close()
 
 
+def test_freed_slots_wake_only_the_daemons_with_work_in_those_lanes(kit: StoreKit) -> None:
+    """A daemon whose jobs freed slots wakes the peers that may fill them: those with a job
+    queued in the lane for their home, or for any home. On SQLite every daemon shares the
+    one state directory (and home), so every one is woken."""
+    stores = {name: kit.open() for name in ("ended", "busy", "idle", "other")}
+    ids = {name: daemon_id(name) for name in stores}
+    listeners = {}
+    for name, store in stores.items():
+        store.register_daemon(DaemonInfo(ids[name], "h", os.getpid(), T0, T0, "", f"home-{name}"))
+        listeners[name] = store.listen(ids[name])
+    try:
+        enqueue1(stores["busy"], lane="db", home="home-busy")
+        enqueue1(stores["other"], lane="web", home="home-other")
+        stores["ended"].notify(exclude=ids["ended"], lanes=["db"])
+        assert readable(listeners["busy"], 5000)
+        # Sent in one statement: had the others been woken, it would have arrived by now.
+        woken = {n for n in ("idle", "other", "ended") if readable(listeners[n], 200)}
+        assert woken == ({"idle", "other"} if kit.kind == "sqlite" else set())
+        for lst in listeners.values():
+            lst.drain()
+        enqueue1(stores["busy"], lane="db", home="")  # an any-host job: anyone may take it
+        stores["ended"].notify(exclude=ids["ended"], lanes=["web", "db"])
+        for name in ("busy", "idle", "other"):
+            assert readable(listeners[name], 5000), name
+        assert not readable(listeners["ended"], 0)
+    finally:
+        for lst in listeners.values():
+            lst.close()
+
+
 # -- several connections, as several processes ----------------------------------------------
 LIMIT = 2
 ROUNDS = 100

@@ -199,6 +199,17 @@ DELETE FROM spoolq_attempts WHERE job_id = ANY(%(ids)s)
 SELECT pg_notify('spoolq_' || substr(md5(id), 1, 24), '')
 FROM spoolq_daemons WHERE id IS DISTINCT FROM %(exclude)s
 
+-- name: notify_slots
+-- Slots freed in these lanes: wake only the daemons that have a job queued in one of them
+-- (of their own state directory, or of an any-host lane). A fleet whose every daemon woke
+-- at every freed slot spent most of its time claiming nothing.
+SELECT pg_notify('spoolq_' || substr(md5(d.id), 1, 24), '')
+FROM spoolq_daemons d
+WHERE d.id IS DISTINCT FROM %(exclude)s
+  AND EXISTS (SELECT 1 FROM spoolq_jobs j
+              WHERE j.state = 'queued' AND j.lane = ANY(%(lanes)s)
+                AND (j.home = d.home OR j.home = ''))
+
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS spoolq_schema (version INTEGER NOT NULL)
 
