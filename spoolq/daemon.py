@@ -362,6 +362,7 @@ class Daemon:
             stored = self.ledger.enqueue([])
             claimed = self._claim_dirty()
         freed = [rj.job.lane for rj in ended]
+        brought = self.ledger.ended_elsewhere_claimed([rj.job.id for rj in ended])
         ended.clear()
         self.ledger.recorded(stored)
         try:
@@ -375,7 +376,7 @@ class Daemon:
                     unread = unread or exc  # the outcome is committed; tidy up the others
                     continue
                 self.ledger.ended(rj, job)
-            self.fleet.offer(freed, [job.lane for job in claimed])
+            self.fleet.offer(freed, [job.lane for job in claimed], brought=brought)
             if unread is not None:
                 raise unread
 

@@ -64,12 +64,20 @@ class Fleet:
         # not wake us when their jobs free a lane's slots (``peers``).
         self.store.notify(exclude=self.id)
 
-    def offer(self, freed: list[str], refilled: list[str]) -> None:
+    def offer(self, freed: list[str], refilled: list[str], brought: bool = False) -> None:
         """Slots freed (a lane per ended job) and not all filled again here: wake the peers
-        that have a job queued in those lanes. Called after the commit, once per batch."""
+        that have a job queued in those lanes. Called after the commit, once per batch.
+        ``brought``: a job claimed in another state directory (an any-host lane) ended here.
+        Then every peer is woken, filled slots or not: the daemon that claimed it keeps a
+        copy of its trigger, archived once that daemon hears that the job ended."""
+        if not self.peers:
+            return
+        if brought:
+            self.store.notify(exclude=self.id)
+            return
         left = collections.Counter(freed)
         left.subtract(refilled)
-        if self.peers and +left:
+        if +left:
             self.store.notify(exclude=self.id, lanes=sorted(+left))
 
     def unregister(self) -> None:

@@ -48,6 +48,8 @@ class Ledger:
         self.due_at: float | None = None  # the earliest retry time of a queued job
         self.known_lanes: set[str] = set()
         self.needs_reconcile = False
+        # Jobs claimed in another state directory, running here (see ``_here``).
+        self.brought: set[str] = set()
         self.host = socket.gethostname()
 
     # -- claimed triggers --------------------------------------------------------------------
@@ -121,6 +123,7 @@ class Ledger:
         its trigger content written into claimed/, its log in logs/, the store told."""
         local = self.claimer.here(job)
         if local is not job:
+            self.brought.add(job.id)
             text = self.store.relocate(job.id, local.claimed_path, local.log)
             try:
                 self.claimer.bring(local, text)
@@ -134,6 +137,13 @@ class Ledger:
         assert rj.pid is not None
         self.store.mark_started(rj.job.id, rj.pid, pid_start_time(rj.pid))
         rj.recorded_pid = rj.pid
+
+    def ended_elsewhere_claimed(self, job_ids: list[str]) -> bool:
+        """Whether one of these jobs, ended here, was claimed in another state directory
+        (whose daemon keeps a copy of its trigger to archive: ``Fleet.offer``)."""
+        found = self.brought.intersection(job_ids)
+        self.brought -= found
+        return bool(found)
 
     def progressed(self, readings: dict[str, Progress]) -> None:
         """Keep the running jobs' progress readings that are due (none: no store call)."""

@@ -27,7 +27,7 @@ from tests.conftest import (
     wait_until,
 )
 
-import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
+psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
 pytestmark = [pytest.mark.postgres, needs_root]
 
 FAST = 'heartbeat_interval = "0.3s"\nstale_after = "2s"\n'
@@ -261,6 +261,53 @@ def test_an_operator_releases_a_dead_homes_job_to_another_host_and_it_runs_once(
         assert not da.find("started") and not da.find("queued")
         assert ledger.read_text() == "flaky 1\nran 1\nflaky 2\n"
         assert len(b.job(job_id)["attempt_history"]) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_claiming_host_archives_its_copy_of_an_any_host_job_that_ran_elsewhere(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Host a claims a job of an any-host lane and host b runs it. Host a has nothing
+    queued that b's freed slot could help, yet it hears that the job ended and archives
+    its own copy of the trigger (nothing is left in its claimed/)."""
+    config = f'store = "{pg_url}"\n{FAST}[lanes.shared]\nconcurrency = 1\nany_host = true\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
+    a.write_config(config)
+    b.write_config(config)
+    release = tmp_path / "release"
+    try:
+        da = a.start()
+        assert a.cli("pause", "shared").returncode == 0
+        wait = f"while [ ! -e {release} ]; do sleep 0.05; done"
+        a.publish(json.dumps({"lane": "shared", "command": wait}), "j.trigger")
+        job_id = da.wait_for("queued")[0]["job"]
+        da.signal(signal.SIGSTOP)  # a cannot take it: b does
+        db = b.start()
+        assert b.cli("resume", "shared").returncode == 0
+        db.wait_for("started", job=job_id)
+        continued = time.time()
+        da.signal(signal.SIGCONT)
+        # a hears the resume and looks at its claimed/ at its next heartbeat, while the
+        # job still runs on b: its copy stays. Two heartbeats later that look is over.
+        a_id = da.find("ready")[0]["daemon"]
+        beat = "SELECT heartbeat_at FROM spoolq_daemons WHERE id = %s"
+
+        def beaten() -> bool:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                return float(conn.execute(beat, (a_id,)).fetchone()[0]) > continued + 0.3
+
+        wait_until(beaten, what="two heartbeats of a")
+        assert list((a.state / "claimed").iterdir())
+        release.touch()
+        db.wait_for("succeeded", job=job_id)
+        wait_until(lambda: not list((a.state / "claimed").iterdir()), 20, "a's copy archived")
+        (mine,) = (a.state / "done").glob(f"{job_id}.*")
+        assert mine.read_text() == claimed_text(b, job_id)
+        assert not da.find("started")
     finally:
         a.close()
         b.close()

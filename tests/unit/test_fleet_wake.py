@@ -54,3 +54,14 @@ def test_a_daemon_alone_on_its_store_wakes_nobody() -> None:
     f, store = fleet(peers=False)
     f.offer(["db"], [])
     assert store.calls == []
+
+
+def test_a_job_claimed_elsewhere_that_ended_here_wakes_every_peer() -> None:
+    """Its claiming daemon keeps a copy of the trigger to archive, and may have nothing
+    queued in that lane: it is woken even if the slot was filled again here."""
+    f, store = fleet(peers=True)
+    f.offer(["shared"], ["shared"], brought=True)
+    assert store.calls == [(f.id, None)]
+    alone, nobody = fleet(peers=False)
+    alone.offer(["shared"], [], brought=True)
+    assert nobody.calls == []
