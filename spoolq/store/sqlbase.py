@@ -268,7 +268,9 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
         out = []
         with self._tx() as tx:
             for job_id in job_ids:
-                cur = tx.one("get_job", id=job_id)
+                # Locked: two daemons rescuing the same dead daemon's job at once re-queue
+                # it once; the second waits for the first's commit and finds it queued.
+                cur = tx.one("get_job_locked", id=job_id)
                 if cur is None or cur["state"] != JobState.RUNNING.value:
                     continue
                 job = job_from_row(cur)

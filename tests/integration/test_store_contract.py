@@ -620,6 +620,49 @@ def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
     assert rerun is not None and rerun.id == lost.id and rerun.attempts == 2
 
 
+@pytest.mark.postgres
+def test_two_daemons_rescuing_the_same_job_at_once_requeue_it_once(tmp_path: Path) -> None:
+    """Two daemons see a dead daemon's job running and both re-queue it. The second one
+    reads the job while the first one's transaction, not yet committed, re-queues it: it
+    must wait for that commit, find the job queued and leave it alone - not fail (which
+    would end the daemon) nor close the attempt a second time."""
+    psycopg = import_or_skip("psycopg", "uv sync --all-extras (the postgres extra)")
+    kit = StoreKit("postgresql", tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(kit.close)
+        first = kit.open()
+        app = f"spoolq_c_{uuid.uuid4().hex[:8]}"
+        second = open_store(f"{kit.url}&application_name={app}", kit.state_dir)
+        stack.callback(second.close)
+        watch = stack.enter_context(psycopg.connect(kit.url, autocommit=True))
+        running = run_to(first, JobState.RUNNING)
+        results: list[object] = []
+
+        def rescue() -> None:
+            try:
+                results.append(second.requeue_interrupted([running.id], T0 + 6))
+            except BaseException as exc:
+                results.append(exc)
+
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        waiting += " AND wait_event_type = 'Lock'"
+        with first.atomic():
+            (requeued,) = first.requeue_interrupted([running.id], T0 + 5)
+            rescuer = threading.Thread(target=rescue)
+            rescuer.start()
+            wait_until(
+                lambda: watch.execute(waiting, (app,)).fetchone() == (1,),
+                30,
+                "the second rescue to wait for the first one's commit",
+            )
+        rescuer.join(30)
+        assert results == [[]]
+        assert first.get(running.id) == requeued
+        assert (requeued.state, requeued.attempts) == (JobState.QUEUED, 1)
+        (attempt,) = first.attempts(running.id)
+        assert (attempt.reason, attempt.finished_at) == ("interrupted", T0 + 5)
+
+
 def test_running_jobs_lists_all_or_one_owners(store: Store) -> None:
     store.set_lanes({"default": 5})
     store.enqueue([new_job() for _ in range(3)], dedup_window=WINDOW, now=T0)

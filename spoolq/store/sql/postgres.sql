@@ -134,6 +134,10 @@ SELECT * FROM spoolq_daemons ORDER BY started_at
 -- name: get_job
 SELECT * FROM spoolq_jobs WHERE id = %(id)s
 
+-- name: get_job_locked
+-- A job about to be changed on what it is now: a peer changing it too waits for our commit.
+SELECT * FROM spoolq_jobs WHERE id = %(id)s FOR UPDATE
+
 -- name: find_by_prefix
 SELECT * FROM spoolq_jobs WHERE id >= %(prefix)s AND id < %(prefix)s || '~' ORDER BY id LIMIT 2
 

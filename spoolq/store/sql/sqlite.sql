@@ -129,6 +129,10 @@ SELECT * FROM daemons ORDER BY started_at
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id
 
+-- name: get_job_locked
+-- (Writers are serialized already: BEGIN IMMEDIATE.)
+SELECT * FROM jobs WHERE id = :id
+
 -- name: find_by_prefix
 SELECT * FROM jobs WHERE id >= :prefix AND id < :prefix || '~' ORDER BY id LIMIT 2
 
