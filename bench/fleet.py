@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bench.common import (
+    CLK_TCK,
     Daemon,
     Publisher,
     Stamp,
@@ -36,7 +37,7 @@ from bench.common import (
     trigger_text,
     wait_for,
 )
-from bench.pg import DEFAULT_URL, schema
+from bench.pg import DEFAULT_URL, ENDED_TRIGGER, schema
 
 STAMP_WIDTH = 20  # "%019d\n"
 SHAPES = {"one lane c=3": {"default": 3}, "three lanes c=1": {"l0": 1, "l1": 1, "l2": 1}}
@@ -55,8 +56,33 @@ def finished(store_url: str) -> tuple[int, float]:
     return int(row[0]), float(row[1])
 
 
+def server_ticks() -> dict[int, int]:
+    """CPU ticks (user + system) of each PostgreSQL server process on this machine."""
+    ticks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if data[data.find(b"(") + 1 : data.rfind(b")")] != b"postgres":
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def machine_ticks() -> int:
+    """CPU ticks the whole machine spent busy (every core, everything but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        cpu = [int(v) for v in fh.readline().split()[1:]]
+    return sum(cpu) - cpu[3] - cpu[4]
+
+
 def fleet_burst(
-    url: str, stamp: Stamp, work: Path, daemons: int, shape: str, n: int
+    url: str, stamp: Stamp, work: Path, daemons: int, shape: str, n: int, ended_notify: bool = True
 ) -> dict[str, float]:
     lanes = SHAPES[shape]
     names = list(lanes)
@@ -74,12 +100,18 @@ def fleet_burst(
             )
         for d in fleet:
             d.wait_ready()
+        if not ended_notify:  # what `spoolq wait`'s wake-up costs the fleet when nobody waits
+            import psycopg
+
+            with psycopg.connect(store_url, autocommit=True) as admin:
+                admin.execute(f"ALTER TABLE spoolq_jobs DISABLE TRIGGER {ENDED_TRIGGER}")
         pairs = [
             spools[k % daemons].prepare(trigger_text(stamp.cmd(stamps), names[k % len(names)]))
             for k in range(n)
         ]
         time.sleep(0.5)
         before = [cpu_sample(d.pid) for d in fleet]
+        server_before, machine_before = server_ticks(), machine_ticks()
         t0 = time.time_ns()
         for pair in pairs:
             os.rename(*pair)
@@ -93,12 +125,19 @@ def fleet_burst(
         wait_for(started, 120 + n / 20, f"{n} jobs to start")
         done = wait_for(lambda: (f := finished(store_url))[0] >= n and f, 120, "jobs to finish")
         cpu = sum(cpu_sample(d.pid).cpu_s(b) for d, b in zip(fleet, before, strict=True))
+        server_after, machine = server_ticks(), machine_ticks() - machine_before
+        # (Backends that live through the burst: the daemons' connections, the server's own.)
+        server = sum(t - server_before[p] for p, t in server_after.items() if p in server_before)
         last_start = max(read_stamps(stamps))
     return {
         "jobs_per_s_started": n / ((last_start - t0) / 1e9),
         "jobs_per_s_finished": n / (done[1] - t0 / 1e9),
         # The daemons' own CPU (all of them) per job: where a core's time goes on our side.
         "daemon_cpu_ms_per_job": cpu / n * 1000,
+        # The server's processes, and the whole machine (the jobs and the kernel are most of
+        # the rest): at 2 cores, 2000 / machine ms per job is the ceiling of jobs/s.
+        "server_cpu_ms_per_job": server / CLK_TCK / n * 1000,
+        "machine_cpu_ms_per_job": machine / CLK_TCK / n * 1000,
     }
 
 
@@ -108,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1500, help="triggers per burst (default 1500)")
     p.add_argument("--runs", type=int, default=1, help="runs of everything (default 1)")
     p.add_argument("--daemons", default="1,2,3", help="fleet sizes (default 1,2,3)")
+    p.add_argument(
+        "--ended-notify",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the store's notification as each job ends (it wakes spoolq wait): keep it, "
+        "disable it, or both in turn (default on)",
+    )
     args = p.parse_args(argv)
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.ended_notify]
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="spoolq-bench-fleet-") as tmp:
         work = Path(tmp)
@@ -116,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             for daemons in (int(x) for x in args.daemons.split(",")):
                 for shape in SHAPES:
-                    progress(f"run {run + 1}/{args.runs}: {daemons} daemon(s), {shape}")
-                    figures = fleet_burst(args.url, stamp, work, daemons, shape, args.size)
-                    for key, value in figures.items():
-                        rows.setdefault(f"{daemons} daemon(s), {shape}: {key}", []).append(value)
+                    for notify in modes:
+                        label = f"{daemons} daemon(s), {shape}" + ("" if notify else ", no notify")
+                        progress(f"run {run + 1}/{args.runs}: {label}")
+                        figures = fleet_burst(
+                            args.url, stamp, work, daemons, shape, args.size, ended_notify=notify
+                        )
+                        for key, value in figures.items():
+                            rows.setdefault(f"{label}: {key}", []).append(value)
     for label, values in rows.items():
         shown = ", ".join(f"{v:.1f}" for v in values)
         print(f"{statistics.median(values):9.1f}  {label}  (runs: {shown})")

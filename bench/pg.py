@@ -46,6 +46,7 @@ from spoolq.store import open_store
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 64
+ENDED_TRIGGER = "spoolq_jobs_notify_ended"  # the jobs table's trigger that wakes spoolq wait
 OK = AttemptResult(exit_code=0, reason=None, wall_s=0.001, cpu_s=0.0, max_rss_kb=1)
 
 
@@ -111,8 +112,16 @@ def _jobs(n: int) -> list[NewJob]:
 
 
 def verbs(url: str, handoffs: int) -> dict[str, float]:
-    """Medians in ms: recording a batch of 64 claims; one hand-off."""
-    with schema(url) as store_url, tempfile.TemporaryDirectory() as tmp:
+    """Medians in ms: recording a batch of 64 claims; one hand-off, with the notification
+    that wakes ``spoolq wait`` as a job ends (a trigger on the jobs table) and without it,
+    in alternating blocks: what that notification costs when nobody waits."""
+    import psycopg
+
+    with (
+        schema(url) as store_url,
+        tempfile.TemporaryDirectory() as tmp,
+        psycopg.connect(store_url, autocommit=True) as admin,
+    ):
         store = open_store(store_url, Path(tmp))
         try:
             store.set_lanes({"default": 1})
@@ -123,19 +132,24 @@ def verbs(url: str, handoffs: int) -> dict[str, float]:
                 store.enqueue(jobs, dedup_window=0, now=time.time())
                 batches.append(time.perf_counter() - t0)
             current = store.claim_batch("default", "bench", time.time())[0]
-            times = []
-            for _ in range(handoffs):
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for k in range(handoffs):
+                notifying = k // 10 % 2 == 0
+                if k % 10 == 0:
+                    toggle = "ENABLE" if notifying else "DISABLE"
+                    admin.execute(f"ALTER TABLE spoolq_jobs {toggle} TRIGGER {ENDED_TRIGGER}")
                 t0 = time.perf_counter()
                 with store.atomic():  # as the daemon hands off
                     ended = store.end_attempt(current, OK, None, time.time())
                     (current,) = store.claim_batch("default", "bench", time.time())
                 ended()
-                times.append(time.perf_counter() - t0)
+                times[notifying].append(time.perf_counter() - t0)
         finally:
             store.close()
     return {
         "enqueue_64_ms": statistics.median(batches) * 1000,
-        "handoff_ms": statistics.median(times) * 1000,
+        "handoff_ms": statistics.median(times[True]) * 1000,
+        "handoff_ms_without_ended_notify": statistics.median(times[False]) * 1000,
     }
 
 

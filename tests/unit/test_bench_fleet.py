@@ -14,10 +14,14 @@ def test_the_fleet_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import fleet, pg
 
     postgres_admin(pg.DEFAULT_URL).close()
-    assert fleet.main(["--url", pg.DEFAULT_URL, "--size", "12", "--daemons", "2"]) == 0
+    args = ["--url", pg.DEFAULT_URL, "--size", "12", "--daemons", "2", "--ended-notify", "both"]
+    assert fleet.main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    labels = {line.strip().split("  ")[1] for line in lines}
+    figures = {line.strip().split("  ")[1]: float(line.split()[0]) for line in lines}
+    keys = ["jobs_per_s_started", "jobs_per_s_finished", "daemon_cpu_ms_per_job"]
+    cpu = ["server_cpu_ms_per_job", "machine_cpu_ms_per_job"]  # (a few ticks: may read 0)
     for shape in fleet.SHAPES:
-        for key in ("jobs_per_s_started", "jobs_per_s_finished", "daemon_cpu_ms_per_job"):
-            assert f"2 daemon(s), {shape}: {key}" in labels
-    assert all(float(line.split()[0]) > 0 for line in lines)
+        for fleet_label in (f"2 daemon(s), {shape}", f"2 daemon(s), {shape}, no notify"):
+            assert all(figures[f"{fleet_label}: {key}"] > 0 for key in keys)
+            assert all(figures[f"{fleet_label}: {key}"] >= 0 for key in cpu)
+    assert len(figures) == 2 * 2 * 5

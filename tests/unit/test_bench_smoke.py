@@ -132,7 +132,13 @@ def test_the_postgresql_bench_runs_directly_and_through_the_delay_relay(
     lines = capsys.readouterr().out.splitlines()
     labels = [line.split("  ")[1] for line in (ln.strip() for ln in lines)]
     for link in ("localhost", "+0.2 ms each way"):
-        for key in ("enqueue_64_ms", "handoff_ms", "burst_c1_jobs_per_s", "burst_c2_jobs_per_s"):
+        for key in (
+            "enqueue_64_ms",
+            "handoff_ms",
+            "handoff_ms_without_ended_notify",
+            "burst_c1_jobs_per_s",
+            "burst_c2_jobs_per_s",
+        ):
             assert f"{link}: {key}" in labels
     assert all(float(line.split()[0]) > 0 for line in lines)
 
