@@ -17,6 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +31,11 @@ from spoolq.store.sqlbase import Pending, SqlStore, Tx
 
 if TYPE_CHECKING:
     import psycopg
+
+# A waiter's row in spoolq_waiters lasts WAITER_TTL seconds, refreshed every WAITER_REFRESH
+# while it waits (it drains at least every few seconds: waiting.POLL_WITH_WAKEUP).
+WAITER_TTL = 120
+WAITER_REFRESH = 30.0
 
 
 def _psycopg() -> Any:
@@ -201,9 +210,10 @@ class PostgresStore(SqlStore):
                 tx.all("notify_slots", exclude=exclude, lanes=list(lanes))
 
     def listen_ended(self) -> PgListener | None:
-        # A trigger on the jobs table notifies this channel as a job ends (migration 4).
+        # A trigger on the jobs table notifies this channel as a job ends, while a waiter
+        # is registered (migrations 4 and 6): the listener registers itself.
         try:
-            return PgListener(self, channel="spoolq_ended")
+            return PgListener(self, channel="spoolq_ended", waiter=True)
         except StoreUnavailable:
             return None
 
@@ -211,16 +221,25 @@ class PostgresStore(SqlStore):
 class PgListener:
     """A second connection that LISTENs; the daemon polls its socket. If the server goes
     away the socket reports EOF: the listener then closes it (``fileno`` is -1) and tries to
-    connect again at each ``drain``."""
+    connect again at each ``drain``. A ``waiter`` (for jobs to end) also keeps a row in
+    spoolq_waiters while it listens, refreshed as it drains: without one, job ends notify
+    nobody."""
 
     def __init__(
-        self, store: PostgresStore, daemon_id: str = "", *, channel: str | None = None
+        self,
+        store: PostgresStore,
+        daemon_id: str = "",
+        *,
+        channel: str | None = None,
+        waiter: bool = False,
     ) -> None:
         self._store = store
         self._pg = store._pg
         self._channel = channel or (
             "spoolq_" + hashlib.md5(daemon_id.encode()).hexdigest()[:24]  # noqa: S324
         )
+        self._waiter = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}" if waiter else ""
+        self._registered_at = 0.0
         self._conn: Any = None
         self._connect()
         if self._conn is None:
@@ -232,9 +251,15 @@ class PgListener:
         try:
             conn = self._pg.connect(self._store.url, autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._register(conn)  # after LISTEN: no end notified once it counts is missed
         except self._pg.Error:
             return
         self._conn = conn
+
+    def _register(self, conn: Any) -> None:
+        if self._waiter:
+            conn.execute(self._store._q["register_waiter"], {"id": self._waiter, "ttl": WAITER_TTL})
+            self._registered_at = time.monotonic()
 
     def fileno(self) -> int:
         return int(self._conn.fileno()) if self._conn is not None else -1
@@ -244,6 +269,8 @@ class PgListener:
             try:
                 for _ in self._conn.notifies(timeout=0):
                     pass
+                if self._waiter and time.monotonic() - self._registered_at > WAITER_REFRESH:
+                    self._register(self._conn)
                 return
             except self._pg.Error:
                 with contextlib.suppress(self._pg.Error):
@@ -253,4 +280,7 @@ class PgListener:
 
     def close(self) -> None:
         if self._conn is not None:
+            if self._waiter:
+                with contextlib.suppress(self._pg.Error):
+                    self._conn.execute(self._store._q["unregister_waiter"], {"id": self._waiter})
             self._conn.close()

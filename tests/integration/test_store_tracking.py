@@ -4,9 +4,13 @@ with their job, and the wake-up of processes waiting for jobs to end."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from spoolq.jobs import DaemonInfo, JobState
 from spoolq.progress import Progress
@@ -81,6 +85,40 @@ def test_a_job_ending_wakes_a_waiter_of_another_connection(kit: StoreKit) -> Non
         listener.drain()
     finally:
         listener.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_notifies_job_ends_only_while_someone_waits(tmp_path: Path, pg_url: str) -> None:
+    """A notifying commit takes a lock every notifying commit on the server shares: a job's
+    end notifies only while a waiter is registered (listen_ended registers, close lets go).
+    (SQLite writes into each waiter's FIFO: with none, into nothing.)"""
+    import psycopg
+
+    kit = StoreKit("postgresql", tmp_path)
+    daemon_store = kit.open()
+    with (
+        contextlib.closing(kit),
+        psycopg.connect(kit.url, autocommit=True) as raw,
+    ):  # hears; no waiter
+        schema = raw.execute("SELECT current_schema()").fetchone()
+        raw.execute("LISTEN spoolq_ended")
+
+        def heard(timeout: float) -> bool:
+            # (Other schemas on the server share the channel: only ours counts.)
+            return any(n.payload == schema[0] for n in raw.notifies(timeout=timeout, stop_after=1))
+
+        run_to(daemon_store, JobState.SUCCEEDED)
+        enqueue1(daemon_store, reason="bad trigger")
+        assert not heard(0.3)
+        listener = kit.open().listen_ended()
+        assert listener is not None
+        try:
+            run_to(daemon_store, JobState.SUCCEEDED, lane="other")
+            assert heard(30)
+        finally:
+            listener.close()
+        run_to(daemon_store, JobState.FAILED, lane="third")
+        assert not heard(0.3)
 
 
 def test_notifications_are_recorded_with_the_state_change_and_claimed_once(

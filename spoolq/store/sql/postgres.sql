@@ -214,6 +214,19 @@ WHERE d.id IS DISTINCT FROM %(exclude)s
               WHERE j.state = 'queued' AND j.lane = ANY(%(lanes)s)
                 AND (j.home = d.home OR j.home = ''))
 
+-- name: register_waiter
+-- A process waiting for jobs to end, until expires_at (server time; refreshed while it
+-- waits). Rows of waiters that died long ago go at the same time.
+WITH lapsed AS (
+    DELETE FROM spoolq_waiters WHERE expires_at < extract(epoch FROM clock_timestamp()) - 3600
+)
+INSERT INTO spoolq_waiters (id, expires_at)
+VALUES (%(id)s, extract(epoch FROM clock_timestamp()) + %(ttl)s)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+
+-- name: unregister_waiter
+DELETE FROM spoolq_waiters WHERE id = %(id)s
+
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS spoolq_schema (version INTEGER NOT NULL)
 
