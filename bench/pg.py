@@ -52,16 +52,18 @@ OK = AttemptResult(exit_code=0, reason=None, wall_s=0.001, cpu_s=0.0, max_rss_kb
 
 @contextlib.contextmanager
 def schema(url: str) -> Iterator[str]:
-    """The URL of a fresh schema on the server (search_path set), dropped afterwards."""
+    """The URL of a fresh schema on the server (search_path set), dropped afterwards over a
+    connection of its own (the server may have been restarted meanwhile: bench.fleet_chaos)."""
     import psycopg
 
     name = f"spoolq_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f"CREATE SCHEMA {name}")
-        try:
-            sep = "&" if "?" in url else "?"
-            yield f"{url}{sep}options=-csearch_path%3D{name}"
-        finally:
+    try:
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
