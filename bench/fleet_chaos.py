@@ -143,6 +143,7 @@ class Report:
     reruns: int = 0  # attempts beyond the first, from the store
     extra_runs: int = 0  # stamp lines beyond one per trigger
     serial_runs: int = 0
+    outages_seen: int = 0  # daemon lives that logged store_unavailable, and recovered
     wall_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -155,7 +156,8 @@ class Report:
             f"triggers published : {self.n} into {self.daemons} spools",
             f"SIGKILLs           : {self.kills} ({self.busy_kills} of a daemon running jobs)",
             f"jobs held by them  : {self.held}",
-            f"server restarts    : {self.server_restarts} (down {self.outage_s:.1f} s)",
+            f"server restarts    : {self.server_restarts} (down {self.outage_s:.1f} s;"
+            f" {self.outages_seen} daemons rode through it)",
             f"re-runs (store)    : {self.reruns} (bound: {self.held})",
             f"extra runs (stamps): {self.extra_runs}",
             f"serial lane runs   : {self.serial_runs}, checked for overlap",
@@ -510,6 +512,16 @@ def _stop(report: Report, hosts: list[_Host]) -> None:
 
 
 def _verify(report: Report, root: Path, store_url: str, hosts: list[_Host]) -> None:
+    # The restart reached the fleet: daemons lost the store and, without being restarted,
+    # found it again (a daemon killed during the outage may have had no time to).
+    for h in hosts:
+        for k in range(1, h.starts + 1):
+            log = (h.home / f"daemon.{k}.log").read_text(errors="replace")
+            lost = log.find('"event": "store_unavailable"')
+            if lost >= 0 and log.find('"event": "store_recovered"', lost) >= 0:
+                report.outages_seen += 1
+    if report.server_restarts and not report.outages_seen:
+        report.problems.append("no daemon lost the store and recovered it: was it restarted?")
     jobs = _rows(store_url, "SELECT id, state, lane, trigger, attempts FROM spoolq_jobs")
     published = {name for h in hosts for name in h.published}
     if len(published) != report.n:
