@@ -4,15 +4,19 @@ nothing lost.
 In a temporary workspace: a daemon with a ``warehouse`` lane of concurrency 1 and a ``load``
 job template (templates mode: triggers cannot run arbitrary commands); 8 producer processes
 that each write CSV files and publish one trigger per file; every load goes into one DuckDB
-file, each file into its own table. Then the contrast: the same loads started concurrently
-without spoolq, and the lock errors DuckDB gives them. A corrupted file shows a failed load
-(retried, then in failed/ with its log) and a world-writable trigger shows a rejection.
+file, each file into its own table. One bigger file, published before the producers start,
+is loaded in paced chunks (``load_chunked``) for long enough that the daemon reads and
+stores its progress, which the live view draws as a bar from the store. Then the contrast:
+the same loads started concurrently without spoolq, and the lock errors DuckDB gives them.
+A corrupted file shows a failed load (retried, then in failed/ with its log) and a
+world-writable trigger shows a rejection.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,18 +25,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import TaskID
 from rich.table import Table
 
+from spoolq.api import submit
+from spoolq.display import progress_bar, show_reading
+from spoolq.examples.produce import write_orders
 from spoolq.jobs import Attempt, Job, JobState
+from spoolq.progress import Progress
 from spoolq.store.sqlite import SqliteStore
 
 PRODUCERS = 8
 FILES_EACH = 5
+# One bigger file, loaded 5,000 rows at a time at most 12,000 rows a second, so that its
+# load lasts about 8 s - long enough for the daemon, which looks at a job's progress once it
+# has run a second and stores it at most every 5 s, to store two readings of it on the way.
+# Published before the producers start, it is loaded while they write theirs.
+BIG_TABLE = "orders_big"
+BIG_ROWS = 100_000
+CHUNK_ROWS = 5_000
+MAX_RATE = 12_000
+LOAD_JOBS = ("load", "load_chunked")
 
 
 @dataclass
@@ -43,6 +61,12 @@ class DemoResult:
     jobs: list[Job]
     contrast_failures: int
     contrast_attempts: int
+    # table -> each distinct progress reading of its load the live view drew, in order
+    progress_seen: dict[str, list[Progress]] = field(default_factory=dict)
+
+    def rows_of(self, table: str) -> int:
+        """The rows a table should hold."""
+        return BIG_ROWS if table == BIG_TABLE else self.expected_rows
 
     @property
     def ok(self) -> bool:
@@ -50,9 +74,9 @@ class DemoResult:
         failed = [j for j in self.jobs if j.state is JobState.FAILED]
         rejected = [j for j in self.jobs if j.state is JobState.REJECTED]
         return (
-            len(good) == PRODUCERS * FILES_EACH
-            and all(rows == self.expected_rows for rows in self.loaded.values())
-            and len(self.loaded) == PRODUCERS * FILES_EACH
+            len(good) == PRODUCERS * FILES_EACH + 1
+            and all(rows == self.rows_of(t) for t, rows in self.loaded.items())
+            and len(self.loaded) == PRODUCERS * FILES_EACH + 1
             and len(failed) == 1
             and len(rejected) == 1
             and self.contrast_failures > 0
@@ -85,6 +109,14 @@ argv = [{py}, "-m", "spoolq.examples.duckdb_load", "--db", "{ws / "warehouse.duc
 lane = "warehouse"
 params.table = {{ pattern = "^[a-z][a-z0-9_]{{0,62}}$" }}
 params.path = {{ type = "path", under = "{ws / "staging"}" }}
+
+[jobs.load_chunked]      # the same load, {CHUNK_ROWS} rows at a time, at most {MAX_RATE} a second
+argv = [{py}, "-m", "spoolq.examples.duckdb_load", "--db", "{ws / "warehouse.duckdb"}",
+        "--chunk-rows", "{CHUNK_ROWS}", "--max-rate", "{MAX_RATE}",
+        "--table", "{{table}}", "{{path}}"]
+lane = "warehouse"
+params.table = {{ pattern = "^[a-z][a-z0-9_]{{0,62}}$" }}
+params.path = {{ type = "path", under = "{ws / "staging"}" }}
 """
 
 
@@ -104,7 +136,7 @@ def run_demo(
     cfg = ws / "spoolq.toml"
     cfg.write_text(_config(ws))
     console.print(f"[bold]spoolq demo[/] in {ws}")
-    console.print(f"config: {cfg}  (lane warehouse, concurrency 1; job template 'load')")
+    console.print(f"config: {cfg.name} (lane warehouse, concurrency 1; jobs load, load_chunked)")
 
     daemon_log = (ws / "daemon.log").open("w")
     daemon = subprocess.Popen(
@@ -116,6 +148,9 @@ def run_demo(
     try:
         store = _wait_for_store(ws / "state" / "spoolq.db", daemon)
         started = time.monotonic()
+        big = ws / "staging" / f"{BIG_TABLE}.csv"
+        write_orders(big, BIG_ROWS, random.Random(PRODUCERS))  # noqa: S311 - sample data
+        submit(ws / "spool", job="load_chunked", params={"table": BIG_TABLE, "path": str(big)})
         producers = [
             subprocess.Popen(
                 [
@@ -139,14 +174,17 @@ def run_demo(
         ]
         _untrusted_trigger(ws / "spool")
         console.print(
-            f"{PRODUCERS} producers writing {PRODUCERS * FILES_EACH} CSV files "
-            "(+1 corrupted) and publishing a trigger per file; +1 world-writable trigger"
+            f"{big.name} ({BIG_ROWS:,} rows) published first; {PRODUCERS} producers writing "
+            f"{PRODUCERS * FILES_EACH} CSV files (+1 corrupted) and publishing a trigger per "
+            "file; +1 world-writable trigger"
         )
-        expected = PRODUCERS * FILES_EACH + 2
+        expected = PRODUCERS * FILES_EACH + 3
+        watch = _Watch(console)
         with Live(console=console, refresh_per_second=8, transient=False) as live:
             while True:
                 counts = store.state_counts()
-                live.update(_progress(store, counts, time.monotonic() - started))
+                watch.update(store)
+                live.update(_progress(store, counts, time.monotonic() - started, watch))
                 finished = counts["succeeded"] + counts["failed"] + counts["rejected"]
                 if finished >= expected and all(p.poll() is not None for p in producers):
                     break
@@ -157,6 +195,8 @@ def run_demo(
         jobs = store.list_jobs(limit=1000)
         elapsed = time.monotonic() - started
         console.print(f"all {expected} triggers handled in {elapsed:.1f}s, one load at a time")
+        if line := watch.seen_line(BIG_TABLE):
+            console.print(line, markup=False, highlight=False)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
@@ -166,7 +206,7 @@ def run_demo(
     _summary(console, store, jobs, loaded, keep)
     failures, attempts = _contrast(console, ws)
     store.close()
-    return DemoResult(ws, loaded, rows, jobs, failures, attempts)
+    return DemoResult(ws, loaded, rows, jobs, failures, attempts, watch.seen)
 
 
 def _wait_for_store(path: Path, daemon: subprocess.Popen[bytes]) -> SqliteStore:
@@ -186,7 +226,47 @@ def _untrusted_trigger(spool: Path) -> None:
     os.rename(tmp, spool / "intruder.trigger")
 
 
-def _progress(store: SqliteStore, counts: dict[str, int], elapsed: float) -> Table:
+class _Watch:
+    """The running loads as the live view draws them: a bar each (the progress helper of
+    ``spoolq show -f``), filled from the progress readings the daemon stored - a load too
+    short for the daemon to look at shows its elapsed time only - and every distinct
+    reading drawn, by table."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = progress_bar(console)
+        self.tasks: dict[str, TaskID] = {}  # by job id
+        self.seen: dict[str, list[Progress]] = {}
+
+    def update(self, store: SqliteStore) -> None:
+        running = store.list_jobs(state=JobState.RUNNING, limit=100)
+        readings = store.progress_of([j.id for j in running]) if running else {}
+        for job_id in set(self.tasks) - {j.id for j in running}:
+            self.bar.remove_task(self.tasks.pop(job_id))
+        for job in running:
+            name = _table_name(job)
+            if job.id not in self.tasks:
+                self.tasks[job.id] = self.bar.add_task(name, total=None, text="")
+            reading = readings.get(job.id)
+            show_reading(self.bar, self.tasks[job.id], reading, job.state.value)
+            if reading is not None:
+                drawn = self.seen.setdefault(name, [])
+                if not drawn or drawn[-1] != reading:
+                    drawn.append(reading)
+
+    def seen_line(self, table: str) -> str | None:
+        """What the bar of ``table``'s load showed, for the record once the view is gone."""
+        drawn = self.seen.get(table)
+        if not drawn:
+            return None
+        steps = " -> ".join(f"{r.ratio * 100:.0f}%" for r in drawn if r.ratio is not None)
+        last = drawn[-1]
+        total = f" of {last.total:,.0f} {last.unit or ''}".rstrip() if last.total else ""
+        return f"progress bar of {table}, from the store: {steps}{total}"
+
+
+def _progress(
+    store: SqliteStore, counts: dict[str, int], elapsed: float, watch: _Watch
+) -> RenderableType:
     table = Table(title=f"spoolq lanes  ({elapsed:4.1f}s)", title_justify="left")
     for col in ("lane", "concurrency", "queued", "running", "succeeded", "failed", "rejected"):
         table.add_column(col, justify="right" if col != "lane" else "left")
@@ -197,7 +277,7 @@ def _progress(store: SqliteStore, counts: dict[str, int], elapsed: float) -> Tab
             lane.name, str(lane.concurrency), str(lane.queued), str(lane.running),
             str(counts["succeeded"]), str(counts["failed"]), str(counts["rejected"]),
         )  # fmt: skip
-    return table
+    return Group(table, watch.bar) if watch.tasks else table
 
 
 def _loaded_tables(db: Path) -> dict[str, int]:
@@ -217,7 +297,7 @@ def _summary(
 ) -> None:
     """One row per outcome (not per load: the verdict must stay on a 50-line screen), then
     the failed load's attempts with the last lines of each, and the rejected trigger."""
-    loads = [j for j in jobs if j.spec is not None and j.spec.template == "load"]
+    loads = [j for j in jobs if j.spec is not None and j.spec.template in LOAD_JOBS]
     table = Table(title="loads (from DuckDB and the job records)", title_justify="left")
     for col in ("outcome", "jobs", "attempts", "tables", "rows", "load s min/med/max"):
         table.add_column(col, justify="left" if col == "outcome" else "right")
@@ -320,9 +400,13 @@ def _contrast(console: Console, ws: Path) -> tuple[int, int]:
 
 def main(keep: bool = False, workspace: Path | None = None) -> int:
     console = Console()
-    result = run_demo(workspace, console=console, keep=keep)
-    verdict = "[green]demo ok[/]" if result.ok else "[red]demo did not go as expected[/]"
-    console.print(verdict)
+    return verdict(console, run_demo(workspace, console=console, keep=keep), keep)
+
+
+def verdict(console: Console, result: DemoResult, keep: bool) -> int:
+    """The last two lines (whether it went as it should, where the workspace is) and the
+    exit code."""
+    console.print("[green]demo ok[/]" if result.ok else "[red]demo did not go as expected[/]")
     if keep:
         console.print(f"workspace kept: {result.workspace}")
     else:

@@ -19,6 +19,8 @@ from spoolq.triggers import SHELL
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
     from rich.table import Table
     from rich.text import Text
 
@@ -206,30 +208,43 @@ def render_job(data: dict[str, Any], attempts: list[Attempt]) -> None:
         _out().print(table)
 
 
+def progress_bar(console: Console | None = None) -> Bar:
+    """A bar per job, as ``show -f`` and the demo draw them: what is running (the task's
+    description), the bar, the reading in words (done/total, rate, ETA), the time elapsed.
+    Not started: ``show -f`` runs it, the demo renders it inside its own live view."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    return Bar(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[text]}"),
+        TimeElapsedColumn(), console=console or _out(), transient=False,
+    )  # fmt: skip
+
+
+def show_reading(bar: Bar, task: TaskID, reading: Progress | None, idle: str = "") -> None:
+    """Draw a stored progress reading on a task of ``progress_bar`` (``idle`` where there
+    is none: the job reports nothing, or nothing yet)."""
+    if reading is not None:
+        total = reading.total if reading.total else None
+        bar.update(task, completed=reading.done, total=total, text=reading.describe())
+    else:
+        bar.update(task, text=idle)
+
+
 def follow_progress(read: Callable[[], tuple[Job, Progress | None]], every: float = 1.0) -> None:
     """``show -f``: a progress bar (elapsed time only for a job that reports nothing),
     redrawn from the store every ``every`` seconds until the job ends; then its outcome."""
     import time
 
-    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
-
     job, reading = read()
-    bar = Bar(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[text]}"),
-        TimeElapsedColumn(), console=_out(), transient=False,
-    )  # fmt: skip
+    bar = progress_bar()
     with bar:
         task = bar.add_task(job.id, total=None, text="")
         while not job.state.finished:
-            if reading is not None:
-                total = reading.total if reading.total else None
-                bar.update(task, completed=reading.done, total=total, text=reading.describe())
-            else:
-                bar.update(task, text=job.state.value)
+            show_reading(bar, task, reading, job.state.value)
             time.sleep(every)
             job, reading = read()
         if reading is not None and reading.total:
-            bar.update(task, completed=reading.done, total=reading.total, text=reading.describe())
+            show_reading(bar, task, reading)
     why = f": {job.reason}" if job.reason and job.state is not JobState.SUCCEEDED else ""
     print_text(f"{job.id} {job.state.value}{why}")

@@ -1,17 +1,20 @@
-"""`spoolq demo` end to end, as a new user runs it, with its results checked from the
-database and the job records it leaves behind."""
+"""`spoolq demo` end to end, as a new user runs it (in this process, on a console as wide
+as a pipe's, so that what its live view drew can be checked too), with its results checked
+from the database and the job records it leaves behind."""
 
 from __future__ import annotations
 
+import io
 import itertools
-import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from spoolq.demo import BIG_ROWS, BIG_TABLE, run_demo, verdict
 from spoolq.jobs import JobState
 from spoolq.store.sqlite import SqliteStore
-from tests.conftest import SPOOLQ, import_or_skip
+from tests.conftest import import_or_skip
 
 duckdb = import_or_skip("duckdb", "uv sync --all-extras (the demo extra)")
 
@@ -20,20 +23,19 @@ duckdb = import_or_skip("duckdb", "uv sync --all-extras (the demo extra)")
 @pytest.mark.timeout(240)
 def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -> None:
     ws = tmp_path / "demo"
-    res = subprocess.run(
-        [SPOOLQ, "demo", "--workspace", str(ws)],
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "demo ok" in res.stdout
-    assert len(res.stdout.splitlines()) <= 50, res.stdout  # the verdict fits a 50-line screen
-    assert "  attempt 1: exit 1" in res.stdout and "  attempt 2: exit 1" in res.stdout
+    out = io.StringIO()
+    console = Console(file=out, width=80)  # what `spoolq demo --workspace WS` does
+    result = run_demo(ws, console=console, keep=True)
+    assert verdict(console, result, keep=True) == 0
+    stdout = out.getvalue()
+    assert "demo ok" in stdout
+    assert len(stdout.splitlines()) <= 50, stdout  # the verdict fits a 50-line screen
+    assert "  attempt 1: exit 1" in stdout and "  attempt 2: exit 1" in stdout
 
     with duckdb.connect(str(ws / "warehouse.duckdb"), read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
         counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    assert counts.pop(BIG_TABLE) == BIG_ROWS
     assert len(counts) == 40
     assert set(counts.values()) == {40_000}
     assert "orders_w0_broken" not in counts
@@ -50,7 +52,7 @@ def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -
         assert "Invalid" in Path(failed[0].log).read_text(errors="replace")
         assert (ws / "state" / "failed" / Path(failed[0].claimed_path).name).exists()
         assert by_state[JobState.REJECTED] == ["intruder.trigger"]
-        assert len(by_state[JobState.SUCCEEDED]) == 40
+        assert len(by_state[JobState.SUCCEEDED]) == 41
         # Never two loads at once: the attempts of the warehouse lane do not overlap.
         spans = sorted(
             (a.started_at, a.finished_at or 0.0) for j in jobs for a in store.attempts(j.id)
@@ -58,7 +60,19 @@ def test_demo_loads_everything_serially_and_shows_the_failures(tmp_path: Path) -
         assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
     finally:
         store.close()
+
+    # The live view drew the big load's progress as the daemon stored it while it ran, and
+    # drew it advance: two readings or more, of its rows, below 100% (the last may be 100%).
+    seen = result.progress_seen.get(BIG_TABLE, [])
+    assert all(r.unit == "rows" and r.total == BIG_ROWS for r in seen), seen
+    ratios = [r.ratio for r in seen]
+    assert len(ratios) >= 2, seen
+    assert all(r is not None and 0 < r < 1 for r in ratios[:-1]), seen
+    assert ratios[-1] is not None and 0 < ratios[-1] <= 1, seen
+    assert ratios == sorted(ratios) and len(set(ratios)) == len(ratios), seen
+    assert f"progress bar of {BIG_TABLE}, from the store:" in stdout
+
     # The contrast run hit DuckDB's lock conflicts.
-    line = next(ln for ln in res.stdout.splitlines() if "without spoolq" in ln)
+    line = next(ln for ln in stdout.splitlines() if "without spoolq" in ln)
     assert "failed with DuckDB lock" in line
     assert not line.split("->")[1].strip().startswith("0 failed")
