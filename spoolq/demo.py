@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console, Group, RenderableType
@@ -42,14 +42,14 @@ from spoolq.store.sqlite import SqliteStore
 
 PRODUCERS = 8
 FILES_EACH = 5
-# One bigger file, loaded 5,000 rows at a time at most 12,000 rows a second, so that its
-# load lasts about 8 s - long enough for the daemon, which looks at a job's progress once it
-# has run a second and stores it at most every 5 s, to store two readings of it on the way.
+# One bigger file, loaded 5,000 rows at a time at most 8,000 rows a second, so that its
+# load lasts about 12 s - long enough for the daemon, which looks at a job's progress once
+# it has run a second and stores it at most every 5 s, to store readings of it on the way.
 # Published before the producers start, it is loaded while they write theirs.
 BIG_TABLE = "orders_big"
 BIG_ROWS = 100_000
 CHUNK_ROWS = 5_000
-MAX_RATE = 12_000
+MAX_RATE = 8_000
 LOAD_JOBS = ("load", "load_chunked")
 
 
@@ -61,8 +61,6 @@ class DemoResult:
     jobs: list[Job]
     contrast_failures: int
     contrast_attempts: int
-    # table -> each distinct progress reading of its load the live view drew, in order
-    progress_seen: dict[str, list[Progress]] = field(default_factory=dict)
 
     def rows_of(self, table: str) -> int:
         """The rows a table should hold."""
@@ -206,7 +204,7 @@ def run_demo(
     _summary(console, store, jobs, loaded, keep)
     failures, attempts = _contrast(console, ws)
     store.close()
-    return DemoResult(ws, loaded, rows, jobs, failures, attempts, watch.seen)
+    return DemoResult(ws, loaded, rows, jobs, failures, attempts)
 
 
 def _wait_for_store(path: Path, daemon: subprocess.Popen[bytes]) -> SqliteStore:
