@@ -449,7 +449,7 @@ class Daemon:
             try:
                 rj = self.supervisor.launch(job)
             except OSError as exc:
-                self.store.requeue_interrupted([job.id], self.clock())
+                self.store.requeue_interrupted([job], self.clock())
                 self.ledger.dirty.add(job.lane)  # tried again at the next retry
                 trouble = exc
                 continue

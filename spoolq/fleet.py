@@ -113,13 +113,19 @@ class Fleet:
         self.peers = len(live) > 1
         free = []
         for job in self.store.running_jobs():
+            if job.owner == self.id and self.supervisor.unknown(job.id):
+                # Claimed, but never started here: the claim's commit went through while
+                # the daemon saw it fail (the connection dropped as it committed).
+                self.log.warn("claim_not_started", job=job.id, action="queued again")
+                free.append(job)
+                continue
             if job.owner in live or job.id in self.supervisor.orphans:
                 continue
             # Another host's processes are out of reach (and died with it).
             here = (job.owner or "").rpartition("@")[2] == self.host
             if here and self.supervisor.reap(job):
                 continue
-            free.append(job.id)
+            free.append(job)
         return self.store.requeue_interrupted(free, now) if free else []
 
     def settle(self, now: float) -> list[Job]:
@@ -128,7 +134,7 @@ class Fleet:
         if not gone:
             return []
         try:
-            return self.store.requeue_interrupted([j.id for j in gone], now)
+            return self.store.requeue_interrupted(gone, now)
         except BaseException:
             self.supervisor.give_back(gone)
             raise

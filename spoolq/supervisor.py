@@ -135,6 +135,14 @@ class Supervisor:
     def owns(self, fd: int) -> bool:
         return fd in self._by_fd
 
+    def unknown(self, job_id: str) -> bool:
+        """Whether no attempt of this job runs here, nor ended unrecorded, nor is reaped."""
+        return (
+            job_id not in self.running
+            and job_id not in self.orphans
+            and all(rj.job.id != job_id for rj in self.ended)
+        )
+
     def exited(self, fd: int) -> None:
         """The pidfd ``fd`` is readable: its step ended."""
         rj = self._by_fd[fd]

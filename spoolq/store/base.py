@@ -117,9 +117,12 @@ class Store(abc.ABC):
         means nothing."""
 
     @abc.abstractmethod
-    def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
-        """Jobs whose daemon died mid-run: close the attempt as interrupted and queue them
-        again - or, if an operator asked to cancel them meanwhile, end them cancelled."""
+    def requeue_interrupted(self, jobs: Sequence[Job], now: float) -> list[Job]:
+        """Jobs whose daemon died mid-run, each as the caller saw it running: close the
+        attempt as interrupted and queue them again - or, if an operator asked to cancel
+        them meanwhile, end them cancelled. A job no longer in that attempt under that
+        owner (another rescuer re-queued it, a live daemon has claimed it since) is left
+        alone."""
 
     @abc.abstractmethod
     def running_jobs(self, owner: str | None = None) -> list[Job]: ...

@@ -264,14 +264,20 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
             failed=int(outcome.verdict is Verdict.FAILED),
         )
 
-    def requeue_interrupted(self, job_ids: Sequence[str], now: float) -> list[Job]:
+    def requeue_interrupted(self, jobs: Sequence[Job], now: float) -> list[Job]:
         out = []
         with self._tx() as tx:
-            for job_id in job_ids:
+            for seen in jobs:
+                job_id = seen.id
                 # Locked: two daemons rescuing the same dead daemon's job at once re-queue
-                # it once; the second waits for the first's commit and finds it queued.
+                # it once; the second waits for the first's commit and finds it queued -
+                # or, later still, running again under a live daemon: not the run it saw.
                 cur = tx.one("get_job_locked", id=job_id)
-                if cur is None or cur["state"] != JobState.RUNNING.value:
+                if (
+                    cur is None
+                    or cur["state"] != JobState.RUNNING.value
+                    or (cur["owner"], cur["attempts"]) != (seen.owner, seen.attempts)
+                ):
                     continue
                 job = job_from_row(cur)
                 outcome = decide(job, None, INTERRUPTED, bool(cur["cancel_requested"]), now)

@@ -136,7 +136,7 @@ def test_a_fenced_daemon_stops_its_copies_before_the_rerun(env: Env) -> None:
     try:  # what a peer does to a daemon it believes dead
         daemon_id = store.daemons()[0].id
         store.unregister_daemon(daemon_id)
-        store.requeue_interrupted([started["job"]], time.time())
+        store.requeue_interrupted([store.get(started["job"])], time.time())
     finally:
         store.close()
     d.wait_for("fenced", timeout=20)

@@ -577,7 +577,7 @@ def test_a_hand_off_reads_the_finished_job_after_its_transaction(store: Store) -
 def test_finishing_a_job_a_peer_requeued_leaves_it_as_the_peer_left_it(store: Store) -> None:
     """A stalled daemon's job was re-queued by another; the late outcome must not end it."""
     running = run_to(store, JobState.RUNNING)
-    (requeued,) = store.requeue_interrupted([running.id], T0 + 5)
+    (requeued,) = store.requeue_interrupted([running], T0 + 5)
     assert requeued.state is JobState.QUEUED
     late = finish(store, running, OK, JobState.SUCCEEDED, T0 + 6)
     assert late.state is JobState.QUEUED and late == store.get(running.id)
@@ -606,7 +606,9 @@ def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
     store.set_lanes({"default": 5})
     lost = run_to(store, JobState.RUNNING)
     other = run_to(store, JobState.SUCCEEDED)
-    requeued = store.requeue_interrupted([lost.id, other.id, new_job_id()], T0 + 50)
+    requeued = store.requeue_interrupted(
+        [lost, other, dataclasses.replace(lost, id=new_job_id())], T0 + 50
+    )
     assert [j.id for j in requeued] == [lost.id]
     (job,) = requeued
     assert job.state is JobState.QUEUED
@@ -618,6 +620,20 @@ def test_requeue_interrupted_closes_the_attempt_without_counting_a_failure(
     assert store.get(other.id).state is JobState.SUCCEEDED
     rerun = claim_next(store, "default", "d2", T0 + 50)  # due at once
     assert rerun is not None and rerun.id == lost.id and rerun.attempts == 2
+
+
+def test_a_rescue_leaves_alone_a_job_a_live_daemon_has_claimed_since(store: Store) -> None:
+    """Two daemons saw a dead daemon's job running. The first re-queued it and a live
+    daemon claimed it again; the second's rescue, of the run it saw, must not touch the
+    new run (it would run twice at once)."""
+    seen = run_to(store, JobState.RUNNING)  # under the dead daemon "d1"
+    assert [j.state for j in store.requeue_interrupted([seen], T0 + 5)] == [JobState.QUEUED]
+    again = claim_next(store, seen.lane, "d2", T0 + 6)
+    assert again is not None and (again.id, again.attempts) == (seen.id, 2)
+    assert store.requeue_interrupted([seen], T0 + 7) == []
+    assert store.get(seen.id) == again
+    (first, second) = store.attempts(seen.id)
+    assert (first.reason, second.finished_at) == ("interrupted", None)
 
 
 @pytest.mark.postgres
@@ -640,14 +656,14 @@ def test_two_daemons_rescuing_the_same_job_at_once_requeue_it_once(tmp_path: Pat
 
         def rescue() -> None:
             try:
-                results.append(second.requeue_interrupted([running.id], T0 + 6))
+                results.append(second.requeue_interrupted([running], T0 + 6))
             except BaseException as exc:
                 results.append(exc)
 
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
         waiting += " AND wait_event_type = 'Lock'"
         with first.atomic():
-            (requeued,) = first.requeue_interrupted([running.id], T0 + 5)
+            (requeued,) = first.requeue_interrupted([running], T0 + 5)
             rescuer = threading.Thread(target=rescue)
             rescuer.start()
             wait_until(

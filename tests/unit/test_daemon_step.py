@@ -289,7 +289,7 @@ def test_fenced_after_a_lost_registration_it_stops_its_copy_before_the_rerun(
     # A peer found this daemon silent for stale_after: it removed the registration and
     # re-queued the job.
     h.store.unregister_daemon(h.daemon.id)
-    h.store.requeue_interrupted([job.id], h.clock.wall)
+    h.store.requeue_interrupted([job], h.clock.wall)
     h.clock.advance(h.config.heartbeat_interval)
     h.step_until(lambda: h.events("fenced"), "fencing")
     assert not process_running(first), "the fenced copy must stop"
@@ -354,3 +354,25 @@ def test_a_store_fault_backs_off_doubling_then_recovers_and_runs_what_waited(
     h.step_until(lambda: done.exists(), "the waiting job")
     assert len(h.events("store_recovered")) == 1
     h.step_until(lambda: h.state_of(trig) is JobState.SUCCEEDED, "its outcome")
+
+
+def test_a_claim_committed_unseen_is_queued_again_and_runs_once(
+    harness: Callable[..., Harness],
+) -> None:
+    """The connection dropped as the daemon's claim committed: the store says the job runs
+    under this daemon, which never started it. At its next heartbeat the daemon finds it,
+    queues it again, and runs it - once."""
+    h = harness("[lanes.db]\nconcurrency = 1\n")
+    runs = h.spool.parent / "runs"
+    h.store.set_paused("db", True)
+    trig = h.publish({"command": f"echo x >> {runs}", "lane": "db"}, "load.trigger")
+    h.step_until(lambda: h.state_of(trig) is JobState.QUEUED, "the job queued")
+    h.store.set_paused("db", False)  # (the daemon is not told)
+    (ghost,) = h.store.claim_batch("db", h.daemon.id, h.clock.wall, h.state.home)
+    assert ghost.state is JobState.RUNNING and not runs.exists()
+
+    h.clock.advance(h.config.heartbeat_interval)
+    h.step_until(lambda: h.events("claim_not_started", job=ghost.id), "the lost claim found")
+    h.step_until(lambda: h.state_of(trig) is JobState.SUCCEEDED, "the run")
+    assert runs.read_text() == "x\n"
+    assert [a.reason for a in h.store.attempts(ghost.id)] == ["interrupted", None]
