@@ -182,6 +182,11 @@ class Ledger:
             "maxrss_kb": result.max_rss_kb,
             "trigger": job.trigger,
         }
+        if new.state is JobState.RUNNING or new.attempts != job.attempts:
+            # This daemon was silent for stale_after: a peer re-queued the job and it runs
+            # again. That run's outcome counts, not this one's (which the store refused).
+            self.log.warn("outcome_dropped", **fields, why="re-queued by a peer meanwhile")
+            return
         if new.state is JobState.QUEUED and stop_reason == STOPPED_FOR_SHUTDOWN:
             self.log.warn("interrupted", **fields)
         elif new.state is JobState.QUEUED:

@@ -225,7 +225,7 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
             outcome = decide(job, result, stop_reason, asked, now, rng)
             interrupted = outcome.verdict is Verdict.REQUEUED
             self._close_attempt(tx, job, None if interrupted else result, now)
-            ended = self._apply(tx, job.id, None if interrupted else result, outcome, now)
+            ended = self._apply(tx, job, None if interrupted else result, outcome, now)
             if log_tail is not None and outcome.verdict not in (Verdict.RETRY, Verdict.REQUEUED):
                 self._save_tail(tx, job.id, log_tail)  # (sent with the commit: no round trip)
 
@@ -239,16 +239,17 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
 
     @staticmethod
     def _apply(
-        tx: Tx, job_id: str, result: AttemptResult | None, outcome: Outcome, now: float
+        tx: Tx, job: Job, result: AttemptResult | None, outcome: Outcome, now: float
     ) -> Pending:
-        """Write an outcome to a running job's row; its row, to be read later (none if the
-        job was no longer running)."""
+        """Write the outcome of ``job``'s attempt to its row; the row, to be read later (none
+        if that attempt no longer runs: a peer re-queued it while its daemon was silent)."""
+        run = {"id": job.id, "owner": job.owner, "attempts": job.attempts}
         exit_code = result.exit_code if result else None
         reason = result.reason if result else INTERRUPTED
         if outcome.verdict in (Verdict.RETRY, Verdict.REQUEUED):
             return tx.send(
                 "requeue_job",
-                id=job_id,
+                **run,
                 exit_code=exit_code,
                 reason=reason,
                 not_before=outcome.not_before,
@@ -256,7 +257,7 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
             )
         return tx.send(
             "finish_job",
-            id=job_id,
+            **run,
             state=outcome.state.value,
             exit_code=exit_code,
             reason=CANCELLED_REASON if outcome.verdict is Verdict.CANCELLED else reason,
@@ -282,7 +283,7 @@ class SqlStore(FleetVerbs, TrackingVerbs, Store):
                 job = job_from_row(cur)
                 outcome = decide(job, None, INTERRUPTED, bool(cur["cancel_requested"]), now)
                 self._close_attempt(tx, job, None, now)
-                row = self._apply(tx, job_id, None, outcome, now)()
+                row = self._apply(tx, job, None, outcome, now)()
                 assert row is not None
                 out.append(job_from_row(row))
         return out

@@ -583,6 +583,24 @@ def test_finishing_a_job_a_peer_requeued_leaves_it_as_the_peer_left_it(store: St
     assert late.state is JobState.QUEUED and late == store.get(running.id)
 
 
+def test_a_late_outcome_leaves_alone_the_run_a_peer_started_since(store: Store) -> None:
+    """A daemon silent for stale_after: a peer re-queued its job and another daemon runs
+    it again. The silent daemon's late outcome, success or failure, must neither end the
+    new run (its lane slot would count as free) nor rewrite the interrupted attempt."""
+    running = run_to(store, JobState.RUNNING)
+    store.requeue_interrupted([running], T0 + 5)
+    again = claim_next(store, running.lane, "d2", T0 + 6)
+    assert again is not None
+    assert finish(store, running, OK, JobState.SUCCEEDED, T0 + 7) == again
+    assert schedule_retry(store, running, EXIT3, not_before=T0 + 9, now=T0 + 8) == again
+    assert store.get(running.id) == again
+    first, second = store.attempts(running.id)
+    assert (first.reason, first.finished_at, first.exit_code) == ("interrupted", T0 + 5, None)
+    assert (second.owner, second.finished_at) == ("d2", None)
+    done = finish(store, again, OK, JobState.SUCCEEDED, T0 + 10)
+    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
+
+
 def test_schedule_retry_counts_the_failure_and_queues_the_job_for_later(store: Store) -> None:
     running = run_to(store, JobState.RUNNING, retries=2)
     again = schedule_retry(store, running, EXIT3, not_before=T0 + 30, now=T0 + 2)

@@ -376,3 +376,24 @@ def test_a_claim_committed_unseen_is_queued_again_and_runs_once(
     h.step_until(lambda: h.state_of(trig) is JobState.SUCCEEDED, "the run")
     assert runs.read_text() == "x\n"
     assert [a.reason for a in h.store.attempts(ghost.id)] == ["interrupted", None]
+
+
+def test_a_late_outcome_does_not_end_the_run_a_peer_started_since(
+    harness: Callable[..., Harness],
+) -> None:
+    """This daemon was silent for stale_after; a peer re-queued its job and another daemon
+    runs it again. When this one's copy ends, its outcome is dropped: the job stays with
+    the new run, and its trigger stays where that run needs it."""
+    h = harness()
+    gate = h.spool.parent / "gate"
+    trig = h.publish({"command": f"while [ ! -e {gate} ]; do sleep 0.01; done"}, "t.trigger")
+    h.step_until(lambda: h.state_of(trig) is JobState.RUNNING, "the job running")
+    job = h.job_of(trig)
+    assert job is not None
+    h.store.requeue_interrupted([job], h.clock.wall)  # the peer's rescue ...
+    (again,) = h.store.claim_batch(job.lane, "d2@elsewhere", h.clock.wall, h.state.home)
+    gate.touch()  # ... and this daemon's copy ends only now
+    h.step_until(lambda: h.events("outcome_dropped", job=job.id), "the outcome dropped")
+    assert h.store.get(job.id) == again
+    assert Path(again.claimed_path).exists()
+    assert not h.events("succeeded")

@@ -76,14 +76,15 @@ WHERE id = %(id)s AND state = 'running'
 UPDATE spoolq_attempts
 SET finished_at = %(now)s, exit_code = %(exit_code)s, reason = %(reason)s,
     wall_s = %(wall_s)s, cpu_s = %(cpu_s)s, max_rss_kb = %(max_rss_kb)s
-WHERE job_id = %(job_id)s AND n = %(n)s
+WHERE job_id = %(job_id)s AND n = %(n)s AND finished_at IS NULL
 
 -- name: finish_job
 UPDATE spoolq_jobs
 SET state = %(state)s, exit_code = %(exit_code)s, reason = %(reason)s, finished_at = %(now)s,
     failures = failures + %(failed)s, owner = NULL, pid = NULL, pid_start = NULL,
     cancel_requested = FALSE
-WHERE id = %(id)s AND state = 'running'
+WHERE id = %(id)s AND state = 'running' AND owner IS NOT DISTINCT FROM %(owner)s
+  AND attempts = %(attempts)s
 RETURNING *
 
 -- name: requeue_job
@@ -91,7 +92,8 @@ UPDATE spoolq_jobs
 SET state = 'queued', exit_code = %(exit_code)s, reason = %(reason)s,
     not_before = %(not_before)s, failures = failures + %(failed)s, owner = NULL, pid = NULL,
     pid_start = NULL, cancel_requested = FALSE
-WHERE id = %(id)s AND state = 'running'
+WHERE id = %(id)s AND state = 'running' AND owner IS NOT DISTINCT FROM %(owner)s
+  AND attempts = %(attempts)s
 RETURNING *
 
 -- name: running_jobs

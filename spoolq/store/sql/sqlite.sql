@@ -69,14 +69,14 @@ UPDATE jobs SET pid = :pid, pid_start = :pid_start WHERE id = :id AND state = 'r
 UPDATE attempts
 SET finished_at = :now, exit_code = :exit_code, reason = :reason, wall_s = :wall_s,
     cpu_s = :cpu_s, max_rss_kb = :max_rss_kb
-WHERE job_id = :job_id AND n = :n
+WHERE job_id = :job_id AND n = :n AND finished_at IS NULL
 
 -- name: finish_job
 UPDATE jobs
 SET state = :state, exit_code = :exit_code, reason = :reason, finished_at = :now,
     failures = failures + :failed, owner = NULL, pid = NULL, pid_start = NULL,
     cancel_requested = 0
-WHERE id = :id AND state = 'running'
+WHERE id = :id AND state = 'running' AND owner IS :owner AND attempts = :attempts
 RETURNING *
 
 -- name: requeue_job
@@ -84,7 +84,7 @@ UPDATE jobs
 SET state = 'queued', exit_code = :exit_code, reason = :reason, not_before = :not_before,
     failures = failures + :failed, owner = NULL, pid = NULL, pid_start = NULL,
     cancel_requested = 0
-WHERE id = :id AND state = 'running'
+WHERE id = :id AND state = 'running' AND owner IS :owner AND attempts = :attempts
 RETURNING *
 
 -- name: running_jobs
