@@ -376,7 +376,7 @@ class Daemon:
                     unread = unread or exc  # the outcome is committed; tidy up the others
                     continue
                 self.ledger.ended(rj, job)
-            self.fleet.offer(freed, [job.lane for job in claimed], brought=brought)
+            self.fleet.offer(freed, [j.lane for j in claimed], everyone=brought or self._stopping)
             if unread is not None:
                 raise unread
 
@@ -449,8 +449,8 @@ class Daemon:
             try:
                 rj = self.supervisor.launch(job)
             except OSError as exc:
-                self.store.requeue_interrupted([job], self.clock())
-                self.ledger.dirty.add(job.lane)  # tried again at the next retry
+                self.ledger.unlaunched(job)  # queued again, tried again at the next retry
+                self.fleet.offer([job.lane], [])  # its slot is free for a peer meanwhile
                 trouble = exc
                 continue
             fields: dict[str, Any] = {"lane": job.lane, "attempt": job.attempts}

@@ -64,15 +64,17 @@ class Fleet:
         # not wake us when their jobs free a lane's slots (``peers``).
         self.store.notify(exclude=self.id)
 
-    def offer(self, freed: list[str], refilled: list[str], brought: bool = False) -> None:
+    def offer(self, freed: list[str], refilled: list[str], everyone: bool = False) -> None:
         """Slots freed (a lane per ended job) and not all filled again here: wake the peers
         that have a job queued in those lanes. Called after the commit, once per batch.
-        ``brought``: a job claimed in another state directory (an any-host lane) ended here.
-        Then every peer is woken, filled slots or not: the daemon that claimed it keeps a
-        copy of its trigger, archived once that daemon hears that the job ended."""
+        ``everyone``: wake every peer, filled slots or not - when a job claimed in another
+        state directory (an any-host lane) ended here (the daemon that claimed it keeps a
+        copy of its trigger, archived once it hears that the job ended), and while this
+        daemon stops (its ends take no lane lock, so they do not wait for a peer's claim
+        to commit: a peer with work may not be seen to have it yet)."""
         if not self.peers:
             return
-        if brought:
+        if everyone:
             self.store.notify(exclude=self.id)
             return
         left = collections.Counter(freed)
@@ -126,7 +128,9 @@ class Fleet:
             if here and self.supervisor.reap(job):
                 continue
             free.append(job)
-        return self.store.requeue_interrupted(free, now) if free else []
+        requeued = self.store.requeue_interrupted(free, now) if free else []
+        self.offer([j.lane for j in requeued], [])  # slots for the peers' queued work too
+        return requeued
 
     def settle(self, now: float) -> list[Job]:
         """Re-queue the orphaned jobs whose processes the supervisor has seen gone."""
@@ -134,7 +138,9 @@ class Fleet:
         if not gone:
             return []
         try:
-            return self.store.requeue_interrupted(gone, now)
+            requeued = self.store.requeue_interrupted(gone, now)
         except BaseException:
             self.supervisor.give_back(gone)
             raise
+        self.offer([j.lane for j in requeued], [])
+        return requeued

@@ -203,6 +203,11 @@ class Ledger:
         if job.state.finished and not self.claimer.archive(job):
             self.needs_reconcile = True  # tried again at the next heartbeat
 
+    def unlaunched(self, job: Job) -> None:
+        """A claimed job that could not start here: back to the queue (a new attempt)."""
+        self.store.requeue_interrupted([job], self.clock())
+        self.dirty.add(job.lane)
+
     def rescued(self, jobs: list[Job]) -> None:
         """Jobs of dead daemons, re-queued (or ended cancelled, as an operator asked)."""
         for job in jobs:

@@ -4,12 +4,18 @@ lanes, is in the store contract suite.)"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from spoolq.events import EventLog
 from spoolq.fleet import Fleet
+from spoolq.jobs import DaemonInfo, Job
+from spoolq.store.sqlite import SqliteStore
+from tests.integration.test_store_contract import new_job
 
 
 class RecordingStore:
@@ -60,8 +66,53 @@ def test_a_job_claimed_elsewhere_that_ended_here_wakes_every_peer() -> None:
     """Its claiming daemon keeps a copy of the trigger to archive, and may have nothing
     queued in that lane: it is woken even if the slot was filled again here."""
     f, store = fleet(peers=True)
-    f.offer(["shared"], ["shared"], brought=True)
+    f.offer(["shared"], ["shared"], everyone=True)
     assert store.calls == [(f.id, None)]
     alone, nobody = fleet(peers=False)
-    alone.offer(["shared"], [], brought=True)
+    alone.offer(["shared"], [], everyone=True)
     assert nobody.calls == []
+
+
+class NotifyRecordingStore(SqliteStore):
+    """A real store that keeps the wake-ups asked of it."""
+
+    calls: list[tuple[str | None, list[str] | None]]
+
+    def notify(self, exclude: str | None = None, lanes: Sequence[str] | None = None) -> None:
+        self.calls.append((exclude, None if lanes is None else list(lanes)))
+
+
+class NoProcessesHere:
+    """A supervisor with nothing running and nothing to reap (the dead daemon's host is
+    another one)."""
+
+    def __init__(self) -> None:
+        self.orphans: dict[str, Any] = {}
+
+    def unknown(self, job_id: str) -> bool:
+        return True
+
+    def reap(self, job: Job) -> bool:
+        return False
+
+
+def test_a_dead_daemons_rescued_jobs_free_their_slots_for_the_peers(tmp_path: Path) -> None:
+    """The slots a dead daemon's jobs held are free once they are re-queued: the peers with
+    work in those lanes hear of it (the rescuer itself may have none there)."""
+    store = NotifyRecordingStore(tmp_path / "spoolq.db")
+    store.calls = []
+    now = 1_800_000_000.0
+    store.set_lanes({"db": 1})
+    store.register_daemon(DaemonInfo("dead@elsewhere", "elsewhere", 1, now - 99, now - 99))
+    store.register_daemon(DaemonInfo("peer@h2", "h2", 1, now, now, "", "home-2"))
+    store.enqueue([new_job(lane="db", home="home-1")], dedup_window=0, now=now - 99)
+    (held,) = store.claim_batch("db", "dead@elsewhere", now - 99, "home-1")
+    f = Fleet(
+        store, cast(Any, NoProcessesHere()), EventLog("json", io.StringIO()), stale_after=30,
+        clock=lambda: now, state=cast(Any, None),
+    )  # fmt: skip
+    try:
+        assert [j.id for j in f.rescue(now)] == [held.id]
+        assert store.calls == [(f.id, ["db"])]
+    finally:
+        store.close()
