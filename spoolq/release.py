@@ -23,7 +23,7 @@ from spoolq.claims import judged
 from spoolq.config import Config
 from spoolq.errors import SpoolqError, TriggerRejected
 from spoolq.jobs import HomeInfo, Job
-from spoolq.procs import daemon_alive
+from spoolq.procs import daemon_alive, job_process_groups
 from spoolq.statedir import StateDir
 from spoolq.store import Store
 from spoolq.trust import TrustPolicy
@@ -55,6 +55,16 @@ def read_at_home(config: Config, job: Job, home: HomeInfo | None) -> str:
     root = path.parent.parent
     last = f", last served from host {home.host}" if home is not None else ""
     serve = f"start a daemon on {root}{last}, and the job runs there"
+    # Only its daemon died, not this host: a peer elsewhere re-queued the job without
+    # reaching its processes. Released now, it would run twice at once.
+    left = job_process_groups(job.id)
+    if left:
+        groups = ", ".join(str(g) for g in sorted(left))
+        raise SpoolqError(
+            f"job {job.id}: processes of its last run still run on this host (process "
+            f"group {groups}): stop them (kill -- -PGID) and run this again, or {serve} "
+            "(a daemon stops them before the job runs again)"
+        )
     if not root.is_dir():
         raise SpoolqError(
             f"job {job.id}: its state directory {root} is not reachable from here, and the "

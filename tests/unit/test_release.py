@@ -5,6 +5,8 @@ would read - each refusal names the job, the file and what to do instead."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,20 @@ def test_a_fifo_in_its_place_is_refused_without_blocking(state: Path) -> None:
     os.mkfifo(job.claimed_path)
     with pytest.raises(SpoolqError, match="a FIFO"):
         read_at_home(Config(), job, HOME)
+
+
+def test_a_job_whose_last_run_still_has_processes_here_is_not_released(state: Path) -> None:
+    """Only its daemon died: its processes run on, out of reach of the peer that re-queued
+    the job. Released, it would run twice at once."""
+    job = job_in(state)
+    write_claim(job)
+    env = {**os.environ, "SPOOLQ_JOB_ID": job.id}
+    old = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    try:
+        with pytest.raises(SpoolqError, match=f"process group {old.pid}") as err:
+            read_at_home(Config(), job, HOME)
+        assert "kill -- -PGID" in str(err.value)
+    finally:
+        os.killpg(old.pid, signal.SIGKILL)
+        old.wait()
+    assert read_at_home(Config(), job, HOME) == TEXT
