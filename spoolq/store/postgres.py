@@ -250,9 +250,14 @@ class PgListener:
 
         try:
             conn = self._pg.connect(self._store.url, autocommit=True)
+        except self._pg.Error:
+            return
+        try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             self._register(conn)  # after LISTEN: no end notified once it counts is missed
         except self._pg.Error:
+            with contextlib.suppress(self._pg.Error):
+                conn.close()
             return
         self._conn = conn
 
