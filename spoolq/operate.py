@@ -172,14 +172,21 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool, any_host: bo
             ids += [i for i in store.failed_ids() if i not in ids]
             if not ids:
                 click.echo("no failed jobs")
-        # ... and with --any-host, whether each may leave its home (nothing changes if one
-        # may not), with the trigger content the store is to keep for it.
-        texts = {}
-        if any_host:
-            for job_id in ids:
-                job = store.get(job_id)
-                if job.state not in (JobState.RUNNING, JobState.REJECTED):
-                    texts[job_id] = content_to_keep(store, config, job)
+        # ... and with --any-host, whether each may leave its home, with the trigger content
+        # the store is to keep for it. Nothing changes if a job named may not; one that
+        # only --failed brought in is left where it is, and said so.
+        texts, skipped = {}, []
+        for job_id in list(ids) if any_host else []:
+            job = store.get(job_id)
+            if job.state in (JobState.RUNNING, JobState.REJECTED):
+                continue
+            try:
+                texts[job_id] = content_to_keep(store, config, job)
+            except SpoolqError as exc:
+                if any(j.id == job_id for j in jobs):  # named
+                    raise
+                ids.remove(job_id)
+                skipped.append(str(exc))
         try:
             for job_id in ids:
                 job = store.get(job_id)
@@ -195,6 +202,12 @@ def retry(s: Settings, job_refs: tuple[str, ...], all_failed: bool, any_host: bo
                 click.echo(f"{job.id} queued again{where} (attempt {job.attempts + 1} next)")
         finally:
             store.notify()
+        if skipped:
+            raise SpoolqError(
+                f"{len(skipped)} failed job(s) left as they are (nothing changed for them; "
+                "name a job to retry it alone, or retry it without --any-host):\n  "
+                + "\n  ".join(skipped)
+            )
 
 
 @click.command()

@@ -40,8 +40,8 @@ def content_to_keep(store: Store, config: Config, job: Job) -> str | None:
         if d.home == job.home and daemon_alive(d, now, config.stale_after):
             raise SpoolqError(
                 f"job {job.id}: its home {job.home} is served by daemon {d.id} on host "
-                f"{d.host}, and it runs there; --any-host is for jobs whose home no daemon "
-                "serves"
+                f"{d.host}, which runs it (retry it without --any-host if it has ended); "
+                "--any-host is for jobs whose home no daemon serves"
             )
     home = next((h for h in store.homes() if h.home == job.home), None)
     return read_at_home(config, job, home)

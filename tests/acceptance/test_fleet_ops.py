@@ -222,3 +222,31 @@ def test_logs_of_a_job_whose_log_is_not_here_say_where_it_runs(env: Env) -> None
     d.wait_for("succeeded", job=job_id)
     res = env.cli("logs", job_id)
     assert res.returncode == 1 and f"ran on {socket.gethostname()}" in res.stderr
+
+
+def test_retry_failed_any_host_releases_what_it_can_and_names_what_it_left(env: Env) -> None:
+    """``--failed`` brings in every failed job; with ``--any-host`` those that cannot leave
+    their home (here, one whose trigger file is gone) are left as they are and named, and
+    the others are released. A job named on the command line is all or nothing."""
+    d = env.start()
+    kept = env.publish('{"argv": ["false"]}', "kept.trigger")
+    lost = env.publish('{"argv": ["false"]}', "lost.trigger")
+    d.wait_for("failed", count=2)
+    d.stop()
+    by_trigger = {j["trigger"]: j for j in env.jobs("--state", "failed")}
+    kept_job, lost_job = by_trigger[str(kept)], by_trigger[str(lost)]
+    (archived,) = (env.state / "failed").glob(f"{lost_job['id']}.*")
+    archived.unlink()
+
+    res = env.cli("retry", "--any-host", lost_job["id"])
+    assert res.returncode == 1 and "is gone" in res.stderr
+    assert env.job(lost_job["id"])["state"] == "failed"
+
+    res = env.cli("retry", "--failed", "--any-host")
+    assert res.returncode == 1
+    assert f"{kept_job['id']} queued again by any daemon" in res.stdout
+    assert "1 failed job(s) left as they are" in res.stderr and lost_job["id"] in res.stderr
+    assert (env.job(kept_job["id"])["state"], env.job(lost_job["id"])["state"]) == (
+        "queued", "failed"
+    )  # fmt: skip
+    assert kept_job["home"] and env.job(kept_job["id"])["home"] is None  # any daemon's now
