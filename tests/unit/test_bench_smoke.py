@@ -217,10 +217,16 @@ def test_the_durable_watch_claims_records_and_logs_a_trigger_before_its_job(
     assert Path(rows[0][3]).read_bytes() == durable.HEADER
 
 
-def test_the_wait_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m bench.wait`` (the figure docs/performance.md cites) still runs."""
-    from bench import wait
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_the_wait_bench_runs(capsys: pytest.CaptureFixture[str], store: str) -> None:
+    """``python -m bench.wait`` (the figures docs/performance.md cites) still runs."""
+    from bench import pg, wait
 
-    assert wait.main(["--jobs", "3", "--runs", "1"]) == 0
+    url = ["--url", pg.DEFAULT_URL] if store == "postgresql" else []
+    if url:
+        postgres_admin(pg.DEFAULT_URL).close()
+    assert wait.main(["--jobs", "3", "--runs", "1", *url]) == 0
     out = capsys.readouterr().out
     assert "from the last job's end to the waiter's exit" in out
