@@ -129,7 +129,10 @@ class Fleet:
                 continue
             free.append(job)
         requeued = self.store.requeue_interrupted(free, now) if free else []
-        self.offer([j.lane for j in requeued], [])  # slots for the peers' queued work too
+        # Slots for the peers' queued work; and a job ended cancelled here must be archived
+        # by every daemon holding a copy of its trigger (an any-host job's claimer too).
+        ended = any(j.state.finished for j in requeued)
+        self.offer([j.lane for j in requeued], [], everyone=ended)
         return requeued
 
     def settle(self, now: float) -> list[Job]:

@@ -13,7 +13,7 @@ import pytest
 
 from spoolq.events import EventLog
 from spoolq.fleet import Fleet
-from spoolq.jobs import DaemonInfo, Job
+from spoolq.jobs import DaemonInfo, Job, JobState
 from spoolq.store.sqlite import SqliteStore
 from tests.integration.test_store_contract import new_job
 
@@ -114,5 +114,12 @@ def test_a_dead_daemons_rescued_jobs_free_their_slots_for_the_peers(tmp_path: Pa
     try:
         assert [j.id for j in f.rescue(now)] == [held.id]
         assert store.calls == [(f.id, ["db"])]
+        # One an operator asked to cancel ends there: every peer hears it (whoever holds a
+        # copy of its trigger archives it).
+        (again,) = store.claim_batch("db", "dead@elsewhere", now, "home-1")
+        store.cancel(again.id, now)  # running: only flagged
+        (cancelled,) = f.rescue(now)
+        assert cancelled.state is JobState.CANCELLED
+        assert store.calls[1:] == [(f.id, None)]
     finally:
         store.close()
