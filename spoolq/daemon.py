@@ -77,12 +77,7 @@ class Daemon:
             open_log=logfiles.open_log,
         )
         self.fleet = Fleet(
-            store,
-            self.supervisor,
-            log,
-            stale_after=config.stale_after,
-            clock=clock,
-            state=state,
+            store, self.supervisor, log, stale_after=config.stale_after, clock=clock, state=state
         )
         self.id = self.fleet.id
         # After a store fault, a heartbeat is the real write that opens each retry.
@@ -90,6 +85,7 @@ class Daemon:
         self._signals = 0
         self._stopping = False
         self._next_heartbeat = 0.0
+        self._fence_after = config.stale_after - config.heartbeat_interval  # beats overdue
         self._watchers: list[Watcher] = []
         self._watcher_fds: dict[int, Watcher] = {}  # watchers read in the loop, by fd
         self._loop_thread = 0  # set by start()
@@ -221,6 +217,9 @@ class Daemon:
                 self.supervisor.exited(fd)
         self._handle_signals()
         self.supervisor.tick()
+        if self.mono() - self._next_heartbeat > self._fence_after:
+            # Silent past stale_after (stalled): fenced? Know it before an outcome or a claim.
+            self.guard.run(self._timers)
         self.guard.run(self._record_pids)
         self.guard.run(self._record_ended)
         self.guard.run(self._timers)

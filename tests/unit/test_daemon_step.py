@@ -397,3 +397,46 @@ def test_a_late_outcome_does_not_end_the_run_a_peer_started_since(
     assert h.store.get(job.id) == again
     assert Path(again.claimed_path).exists()
     assert not h.events("succeeded")
+
+
+def test_a_daemon_silent_past_stale_after_checks_its_fencing_before_it_records_or_claims(
+    harness: Callable[..., Harness],
+) -> None:
+    """This daemon was stalled (SIGSTOP, a VM paused) past stale_after; a peer removed its
+    registration and re-queued its job, whose copy ended during the stall. Waking, the
+    daemon must find itself fenced first: before, it recorded the late outcome (dropped)
+    and in that same transaction refilled the lane's slot - claiming and starting a job
+    that its fencing then killed and queued again (logged as ``claim_not_started``): a
+    wasted, interrupted attempt. Found by ``bench.fleet_chaos --hosts --stalls``."""
+    h = harness("[lanes.db]\nconcurrency = 1\n")
+    runs = h.spool.parent / "runs"
+    gate = h.spool.parent / "gate"
+    first = h.publish(
+        {"command": f"while [ ! -e {gate} ]; do sleep 0.01; done; echo a >> {runs}", "lane": "db"},
+        "a.trigger",
+    )
+    h.step_until(lambda: h.state_of(first) is JobState.RUNNING, "the job running")
+    job = h.job_of(first)
+    assert job is not None
+    second = h.publish({"command": f"echo b >> {runs}", "lane": "db"}, "b.trigger")
+    h.step_until(lambda: h.state_of(second) is JobState.QUEUED, "the second job queued")
+
+    # The stall: a peer's rescue, the copy's end, and stale_after gone by, all unseen.
+    h.store.unregister_daemon(h.daemon.id)
+    h.store.requeue_interrupted([job], h.clock.wall)
+    gate.touch()
+    deadline = time.monotonic() + 10
+    while "a" not in (runs.read_text() if runs.exists() else ""):
+        assert time.monotonic() < deadline, "the copy did not end"
+        time.sleep(0.01)
+    h.clock.advance(h.config.stale_after + h.config.heartbeat_interval)
+
+    h.step_until(lambda: h.events("fenced"), "fencing")
+    h.step_until(
+        lambda: {h.state_of(first), h.state_of(second)} == {JobState.SUCCEEDED}, "both jobs"
+    )
+    assert not h.events("claim_not_started"), h.out.getvalue()
+    assert [a.reason for a in h.store.attempts(job.id)] == ["interrupted", None]
+    second_job = h.job_of(second)
+    assert second_job is not None
+    assert [a.reason for a in h.store.attempts(second_job.id)] == [None]
