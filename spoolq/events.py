@@ -2,7 +2,9 @@
 
 Inside the daemon's loop the log is buffered (``hold``): lines of one pass of the loop go
 out in one write, before the loop sleeps or once the oldest has waited ``max_hold``;
-warnings and errors go out at once (after what is held, so the order is kept). A held line
+warnings and errors go out at once (after what is held, so the order is kept), and so do
+the lines of other threads (the notifier, the web), which no pass of the loop would flush
+while it sleeps. A held line
 is kept as its fields and its time, and formatted when it is written: the work happens
 after the loop's pass (a job already started), not on a trigger's way to its start.
 """
@@ -48,6 +50,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._held: list[tuple[float, str, str, dict[str, Any]]] | None = None
         self._held_since = 0.0
+        self._holder = 0  # the thread whose info lines are held (the loop's)
         # Called with each event as it is emitted (e.g. the web's per-daemon histograms);
         # an observer must be quick and must not raise.
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []
@@ -57,7 +60,7 @@ class EventLog:
         for observe in self.observers:
             observe(event, clean)
         with self._lock:
-            if self._held is not None and level == "info":
+            if self._held is not None and level == "info" and threading.get_ident() == self._holder:
                 now = time.monotonic()
                 if not self._held:
                     self._held_since = now
@@ -93,6 +96,7 @@ class EventLog:
             if not on:
                 self._write("")
             self._held = [] if on else None
+            self._holder = threading.get_ident()
 
     def flush(self) -> None:
         with self._lock:

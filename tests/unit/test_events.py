@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 
@@ -63,6 +64,23 @@ def test_a_warning_goes_out_at_once_after_the_lines_held_before_it(clocks: Clock
         ("queued", "info"),
         ("rejected", "warning"),
     ]
+
+
+def test_another_threads_line_goes_out_at_once_after_the_lines_held_before_it(
+    clocks: Clocks,
+) -> None:
+    """The loop holds its own lines until it sleeps; a line of the notifier's thread or the
+    web's would wait with them for as long as the loop sleeps (a heartbeat)."""
+    out = io.StringIO()
+    log = EventLog("json", out)
+    log.hold()  # by the loop's thread
+    log.emit("queued", job="A")
+    sender = threading.Thread(target=lambda: log.emit("notified", job="A", target="ops"))
+    sender.start()
+    sender.join()
+    assert [e["event"] for e in lines(out)] == ["queued", "notified"]
+    log.emit("started", job="A")  # the loop's own: held again
+    assert len(lines(out)) == 2
 
 
 def test_lines_held_longer_than_max_hold_are_written_by_the_next_line(clocks: Clocks) -> None:
