@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common import verdict_lines
 from spoolq.jobs import JobState
 from spoolq.store.sqlite import SqliteStore
 
@@ -58,11 +59,7 @@ class Report:
             f"re-runs observed   : {self.reruns} (bound: {self.kills + self.fault_exits})",
             f"wall time          : {self.wall_s:.1f} s",
         ]
-        if self.problems:
-            lines += ["PROBLEMS:", *(f"  - {p}" for p in self.problems)]
-        else:
-            lines.append("all checks passed")
-        return "\n".join(lines)
+        return "\n".join([*lines, *verdict_lines(self.problems)])
 
 
 class _Daemon:

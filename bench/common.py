@@ -68,6 +68,19 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SPOOLQ_")}
 
 
+def print_medians(rows: dict[str, list[float]], labels: dict[str, str] | None = None) -> None:
+    """One line per figure: the median of its runs, its label, and every run's value."""
+    for key, values in rows.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        label = labels.get(key, key) if labels else key
+        print(f"{statistics.median(values):9.1f}  {label}  (runs: {shown})")
+
+
+def verdict_lines(problems: list[str]) -> list[str]:
+    """The end of a harness's summary: its problems, or that every check passed."""
+    return ["PROBLEMS:", *(f"  - {p}" for p in problems)] if problems else ["all checks passed"]
+
+
 def progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from bench.common import (
     Stamp,
     build_stamp,
     cpu_sample,
+    print_medians,
     progress,
     read_stamps,
     scratch,
@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for key, value in figures.items():
                             rows.setdefault(f"{label}: {key}", []).append(value)
-    for label, values in rows.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"{statistics.median(values):9.1f}  {label}  (runs: {shown})")
+    print_medians(rows)
     return 0
 
 

@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Daemon, trigger_text, wait_for, write_file
+from bench.common import Daemon, trigger_text, verdict_lines, wait_for, write_file
 from bench.fleet_checks import Stall, Verdict, read_events, verify_runs
 from bench.pg import DEFAULT_URL, schema
 
@@ -223,11 +223,18 @@ class Report:
             " checked for overlap",
             f"wall time          : {self.wall_s:.1f} s",
         ]
-        if self.problems:
-            lines += ["PROBLEMS:", *(f"  - {p}" for p in self.problems)]
-        else:
-            lines.append("all checks passed")
-        return "\n".join(lines)
+        return "\n".join([*lines, *verdict_lines(self.problems)])
+
+
+def _restart_exited(hosts: list[_Host], report: Report) -> None:
+    """A daemon that exited without being killed is a problem; start it again all the same."""
+    for h in hosts:
+        code = h.daemon.proc.poll() if h.daemon.proc else None
+        if code is not None:
+            report.problems.append(
+                f"daemon {h.index} exited by itself ({code}), see {h.daemon.log}"
+            )
+            h.start()
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -571,13 +578,7 @@ def _run(
                 if stalled is None:
                     report.problems.append("a stall found no daemon running its long job")
                 cont_at = time.monotonic() + STALL_S
-            for h in hosts:
-                code = h.daemon.proc.poll() if h.daemon.proc else None
-                if code is not None:
-                    report.problems.append(
-                        f"daemon {h.index} exited by itself ({code}), see {h.daemon.log}"
-                    )
-                    h.start()
+            _restart_exited(hosts, report)
             if not restarted and count[0] >= n // 3 and not stalled and time.monotonic() >= cont_at:
                 # While jobs run (a second at most to find one running).
                 with contextlib.suppress(TimeoutError):
@@ -621,13 +622,7 @@ def _run(
 
     deadline = time.monotonic() + timeout
     while not drained():
-        for h in hosts:
-            code = h.daemon.proc.poll() if h.daemon.proc else None
-            if code is not None:
-                report.problems.append(
-                    f"daemon {h.index} exited by itself ({code}), see {h.daemon.log}"
-                )
-                h.start()
+        _restart_exited(hosts, report)
         if time.monotonic() > deadline:
             states = _rows_or_none(
                 store_url, "SELECT state, count(*) FROM spoolq_jobs GROUP BY state"

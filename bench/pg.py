@@ -36,6 +36,7 @@ from bench.burst import started_burst
 from bench.common import (
     Stamp,
     build_stamp,
+    print_medians,
     progress,
     read_stamps,
     scratch,
@@ -188,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         figures[f"burst_c{c}_jobs_per_s"] = burst(url, stamp, work, size, c)
                 for key, value in figures.items():
                     rows.setdefault(f"{link}: {key}", []).append(value)
-    for label, values in rows.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"{statistics.median(values):9.1f}  {label}  (runs: {shown})")
+    print_medians(rows)
     return 0
 
 

@@ -19,14 +19,13 @@ import contextlib
 import datetime as dt
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import SPOOLQ, Daemon, clean_env, progress
+from bench.common import SPOOLQ, Daemon, clean_env, print_medians, progress
 
 
 def _event_times(log: Path, event: str) -> list[float]:
@@ -95,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "lag_ms": "ms from the last job's end to the waiter's exit",
         "cpu_ms": "ms of CPU the waiter used (start-up included)",
     }
-    for key, values in rows.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"{statistics.median(values):9.1f}  {labels[key]}  (runs: {shown})")
+    print_medians(rows, labels)
     return 0
 
 

@@ -398,12 +398,7 @@ def _contrast(console: Console, ws: Path) -> tuple[int, int]:
 
 def main(keep: bool = False, workspace: Path | None = None) -> int:
     console = Console()
-    return verdict(console, run_demo(workspace, console=console, keep=keep), keep)
-
-
-def verdict(console: Console, result: DemoResult, keep: bool) -> int:
-    """The last two lines (whether it went as it should, where the workspace is) and the
-    exit code."""
+    result = run_demo(workspace, console=console, keep=keep)
     console.print("[green]demo ok[/]" if result.ok else "[red]demo did not go as expected[/]")
     if keep:
         console.print(f"workspace kept: {result.workspace}")

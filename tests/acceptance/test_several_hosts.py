@@ -45,6 +45,17 @@ def on_host(env: Env, host: str) -> DaemonProcess:
     return d
 
 
+def two_hosts(tmp_path: Path, config: str) -> tuple[Env, Env]:
+    """Two state directories (hosts a and b), each with its own spool, on one config."""
+    envs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        env = Env(tmp_path / name)
+        env.write_config(config)
+        envs.append(env)
+    return envs[0], envs[1]
+
+
 def host_dies(d: DaemonProcess, job_id: str) -> None:
     """The host running ``job_id`` is gone: its daemon and the job's processes with it."""
     d.kill()
@@ -119,11 +130,7 @@ def test_an_any_host_lane_runs_a_dead_hosts_queued_and_interrupted_jobs(
         f'store = "{pg_url}"\n{FAST}'
         "[lanes.shared]\nconcurrency = 1\nany_host = true\n[lanes.own]\nconcurrency = 1\n"
     )
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
-    a.write_config(config)
-    b.write_config(config)
+    a, b = two_hosts(tmp_path, config)
     ledger, release = tmp_path / "ledger", tmp_path / "release"
     try:
         da = on_host(a, "hosta")
@@ -188,11 +195,7 @@ def test_an_operator_releases_a_dead_homes_job_to_another_host_and_it_runs_once(
     archives its copies and runs neither job again. Refused: while a serves its home, and
     for a trigger file that is gone or is a symlink."""
     config = f'store = "{pg_url}"\n{FAST}[lanes.own]\nconcurrency = 1\n'
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
-    a.write_config(config)
-    b.write_config(config)
+    a, b = two_hosts(tmp_path, config)
     ledger = tmp_path / "ledger"
     try:
         da = on_host(a, "hosta")
@@ -273,11 +276,7 @@ def test_the_claiming_host_archives_its_copy_of_an_any_host_job_that_ran_elsewhe
     queued that b's freed slot could help, yet it hears that the job ended and archives
     its own copy of the trigger (nothing is left in its claimed/)."""
     config = f'store = "{pg_url}"\n{FAST}[lanes.shared]\nconcurrency = 1\nany_host = true\n'
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = Env(tmp_path / "a"), Env(tmp_path / "b")
-    a.write_config(config)
-    b.write_config(config)
+    a, b = two_hosts(tmp_path, config)
     release = tmp_path / "release"
     try:
         da = a.start()
